@@ -1,0 +1,176 @@
+//! Wires the pieces together: opens the spool, starts the listeners, the dispatcher and the
+//! retention sweeper, and shuts them down in the order that loses nothing.
+
+use crate::config::Loaded;
+use crate::delivery::{self, queue::Queue};
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use crate::spool::record::{MessageRecord, now_ms};
+use crate::spool::{Spool, idempotency_entry};
+use crate::{admin, ingest};
+use arc_swap::ArcSwap;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// State shared by the listeners and the dispatcher.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub spool: Arc<Spool>,
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    /// Finished messages in completion order: (completed ms, id, idempotency entry).
+    retention: Mutex<VecDeque<(u64, String, Option<String>)>>,
+}
+
+impl Shared {
+    pub fn is_shutting_down(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Remembers a finished message so the sweeper removes it after `spool.keep_completed`.
+    pub fn retain_completed(&self, record: &MessageRecord) {
+        let idem = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
+        let at = record.completed_ms.unwrap_or_else(now_ms);
+        self.retention.lock().unwrap_or_else(|e| e.into_inner()).push_back((at, record.id.clone(), idem));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen { what: &'static str, addr: String, source: std::io::Error },
+}
+
+/// A running Baton.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown (what SIGTERM does).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until everything has stopped and the spool is flushed.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Listen { what, addr: addr.to_string(), source })
+}
+
+pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Runtime::build(&loaded).map_err(StartError::Config)?;
+    let config = &loaded.config;
+    {
+        let clients: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
+        let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
+        let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        metrics.init_series(&clients, &providers, &routes);
+    }
+    let (spool, recovered) = Spool::open(&config.spool.dir, config.spool.max_bytes.0, metrics.clone())?;
+    let queue = Queue::default();
+    for r in &recovered.pending {
+        queue.schedule(&r.id, r.next_attempt_ms, r.created_ms);
+    }
+    let mut completed = recovered.completed;
+    completed.sort_by_key(|(_, at, _)| *at);
+    tracing::info!(pending = recovered.pending.len(), completed = completed.len(), dir = %config.spool.dir.display(), "spool opened");
+
+    let http_listener = bind("server.http_listen", &config.server.http_listen).await?;
+    let admin_listener = bind("server.admin_listen", &config.server.admin_listen).await?;
+    let http_addr = http_listener.local_addr().expect("bound socket has an address");
+    let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
+    let grace = config.server.shutdown_grace.0;
+    let keep_completed = config.spool.keep_completed.0;
+
+    let stop = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        spool,
+        queue,
+        metrics,
+        stop: stop.clone(),
+        retention: Mutex::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem)).collect()),
+    });
+
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, ingest::http::router(shared.clone())).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future(),
+    );
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(
+        axum::serve(admin_listener, admin::router(shared.clone())).with_graceful_shutdown(admin_stop.clone().cancelled_owned()).into_future(),
+    );
+    let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
+    let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
+    tracing::info!(http = %http_addr, admin = %admin_addr, "baton listening");
+
+    let done_shared = shared.clone();
+    let done_stop = stop.clone();
+    let done = tokio::spawn(async move {
+        done_stop.cancelled().await;
+        tracing::info!("shutting down: no new messages accepted");
+        if tokio::time::timeout(grace, http_task).await.is_err() {
+            tracing::warn!("HTTP connections still open after the grace period; closing them");
+        }
+        let _ = dispatcher.await;
+        sweeper.abort();
+        let spool = done_shared.spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        tracing::info!("shutdown complete");
+    });
+    Ok(Running { http_addr, admin_addr, shared, stop, done })
+}
+
+/// Removes finished messages from the spool once `keep_completed` has passed.
+async fn sweep_completed(shared: Arc<Shared>, keep: Duration, stop: CancellationToken) {
+    let period = keep.min(Duration::from_secs(60)).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+        let expired: Vec<(String, Option<String>)> = {
+            let mut list = shared.retention.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            while list.front().is_some_and(|(at, _, _)| *at <= cutoff) && out.len() < 10_000 {
+                let (_, id, idem) = list.pop_front().expect("front exists");
+                out.push((id, idem));
+            }
+            out
+        };
+        if !expired.is_empty() {
+            let n = expired.len();
+            match shared.spool.remove(expired).await {
+                Ok(()) => tracing::debug!(removed = n, "finished messages removed from the spool"),
+                Err(e) => tracing::warn!(error = %e, "cannot remove finished messages"),
+            }
+        }
+    }
+}

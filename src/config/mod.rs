@@ -1,0 +1,351 @@
+//! The configuration file: its structure (the contract operators write against), loading with
+//! `${ENV}` substitution, and validation that reports file, line and key for every problem.
+
+mod env;
+pub mod locate;
+pub mod units;
+mod validate;
+
+use locate::{KeyPath, Locator};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use units::{Dur, Size};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Used in Message-ID and SMTP EHLO.
+    pub hostname: String,
+    pub http_listen: String,
+    pub admin_listen: String,
+    /// When set (non-empty), `/admin/*` needs `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Size,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight deliveries before handing them back to the spool.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Dur,
+}
+
+fn default_max_message_size() -> Size {
+    Size(25 * 1024 * 1024)
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_shutdown_grace() -> Dur {
+    Dur(std::time::Duration::from_secs(25))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    #[serde(default = "default_spool_dir")]
+    pub dir: PathBuf,
+    /// When the spool holds this much message data, ingest answers 503 (HTTP) / 452 (SMTP).
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: Size,
+    /// Recipients still undelivered after this are failed.
+    #[serde(default = "default_max_age")]
+    pub max_age: Dur,
+    /// How long the status of finished messages (and their idempotency keys) stays queryable.
+    #[serde(default = "default_keep_completed")]
+    pub keep_completed: Dur,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: default_spool_dir(),
+            max_bytes: default_spool_max_bytes(),
+            max_age: default_max_age(),
+            keep_completed: default_keep_completed(),
+        }
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("data/spool")
+}
+fn default_spool_max_bytes() -> Size {
+    Size(10 * 1024 * 1024 * 1024)
+}
+fn default_max_age() -> Dur {
+    Dur(std::time::Duration::from_secs(24 * 3600))
+}
+fn default_keep_completed() -> Dur {
+    Dur(std::time::Duration::from_secs(24 * 3600))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before the next delivery pass when every provider failed; the last entry repeats.
+    pub schedule: Vec<Dur>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let s = |secs| Dur(std::time::Duration::from_secs(secs));
+        RetryConfig { schedule: vec![s(10), s(60), s(300), s(900), s(3600)] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Messages being delivered at the same time (across all providers).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig { concurrency: default_concurrency() }
+    }
+}
+
+fn default_concurrency() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub name: String,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Patterns like `*@example.com` or exact addresses; matched case-insensitively.
+    pub allowed_senders: Vec<String>,
+    #[serde(default)]
+    pub route: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    Smtp(SmtpProviderConfig),
+    File(FileProviderConfig),
+}
+
+impl ProviderConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProviderConfig::Smtp(_) => "smtp",
+            ProviderConfig::File(_) => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpProviderConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default = "default_tls")]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "default_provider_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Extra PEM root certificate to trust (private relays, tests).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_tls() -> TlsMode {
+    TlsMode::Starttls
+}
+fn default_provider_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
+}
+fn default_max_connections() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProviderConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Failover order.
+    pub providers: Vec<String>,
+    #[serde(default, rename = "match")]
+    pub matcher: Option<RouteMatch>,
+}
+
+/// A route matches a message when every given list contains a match (absent lists match all).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default)]
+    pub senders: Option<Vec<String>>,
+    #[serde(default)]
+    pub streams: Option<Vec<String>>,
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+}
+
+impl RouteMatch {
+    pub fn matches_everything(&self) -> bool {
+        self.senders.is_none() && self.streams.is_none() && self.clients.is_none()
+    }
+}
+
+/// One thing wrong (or worth a warning) in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: ", self.file, line)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
+}
+
+/// A config that passed validation, with its warnings and a hash of its text.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Problem>,
+    /// Path the config came from (relative paths in it are used as written, from the working dir).
+    pub source: String,
+}
+
+/// Collects problems with their file and line.
+pub(crate) struct Problems<'a> {
+    file: &'a str,
+    locator: &'a Locator,
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    pub fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let p = self.make(path, message.into());
+        self.errors.push(p);
+    }
+    pub fn warn(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let p = self.make(path, message.into());
+        self.warnings.push(p);
+    }
+    fn make(&self, path: &KeyPath, message: String) -> Problem {
+        Problem { file: self.file.to_string(), line: self.locator.line(path), key: path.to_string(), message }
+    }
+}
+
+/// Reads, substitutes, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    load_str(&text, &path.display().to_string(), &|name| std::env::var(name).ok())
+}
+
+/// Same as [`load`], from text; `env` looks up `${NAME}` variables.
+pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+    let syntax_problem = |message: String, span: Option<std::ops::Range<usize>>| {
+        let locator = Locator::new(text);
+        Problem { file: file.to_string(), line: span.map(|s| locator.line_of_offset(s.start)), key: String::new(), message }
+    };
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid {
+        problems: vec![syntax_problem(format!("TOML syntax error: {}", e.message().trim()), e.span())],
+    })?;
+    let missing = env::substitute(&mut doc, env);
+    let expanded = doc.to_string();
+    let locator = Locator::new(&expanded);
+    let mut problems = Problems { file, locator: &locator, errors: Vec::new(), warnings: Vec::new() };
+    for m in &missing {
+        problems.error(&m.path, format!("environment variable {} is not set", m.name));
+    }
+    let config: Config = match toml::from_str(&expanded) {
+        Ok(c) => c,
+        Err(e) => {
+            // Report the parse error without echoing the source line: it may hold a substituted secret.
+            let mut all = problems.errors;
+            all.push(Problem {
+                file: file.to_string(),
+                line: e.span().map(|s| locator.line_of_offset(s.start)),
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            });
+            return Err(ConfigError::Invalid { problems: all });
+        }
+    };
+    let before = problems.errors.len();
+    validate::validate(&config, &mut problems);
+    // A key whose variable is missing was substituted as empty: its follow-on problems are noise.
+    let missing_keys: Vec<String> = missing.iter().map(|m| m.path.to_string()).collect();
+    let mut index = 0;
+    problems.errors.retain(|p| {
+        index += 1;
+        index <= before || !missing_keys.contains(&p.key)
+    });
+    if problems.errors.is_empty() {
+        Ok(Loaded { config, warnings: problems.warnings, source: file.to_string() })
+    } else {
+        Err(ConfigError::Invalid { problems: problems.errors })
+    }
+}

@@ -1,0 +1,130 @@
+//! Which spooled messages are due when. Holds only ids and times (bodies and records stay on
+//! disk), so 100,000 waiting messages cost a few megabytes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct State {
+    /// (due ms, id) of messages waiting for their next pass.
+    by_due: BTreeSet<(u64, Arc<str>)>,
+    /// id → (due ms, created ms) for waiting messages.
+    waiting: HashMap<Arc<str>, (u64, u64)>,
+    /// id → created ms for messages being delivered right now.
+    in_flight: HashMap<Arc<str>, u64>,
+    /// (created ms, id) of every unfinished message, for the oldest-age gauge.
+    by_created: BTreeSet<(u64, Arc<str>)>,
+}
+
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+/// Counts for the `baton_queue_messages` gauges.
+pub struct QueueStats {
+    pub ready: usize,
+    pub scheduled: usize,
+    pub in_flight: usize,
+    pub oldest_created_ms: Option<u64>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a message (new, or back from a delivery pass) to be delivered at `due_ms`.
+    pub fn schedule(&self, id: &str, due_ms: u64, created_ms: u64) {
+        let mut s = self.lock();
+        let key: Arc<str> = match s.in_flight.remove_entry(id) {
+            Some((k, _)) => k,
+            None => Arc::from(id),
+        };
+        if let Some((old_due, _)) = s.waiting.insert(key.clone(), (due_ms, created_ms)) {
+            s.by_due.remove(&(old_due, key.clone()));
+        }
+        s.by_due.insert((due_ms, key.clone()));
+        s.by_created.insert((created_ms, key));
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Takes the next due message (marking it in flight), or tells when the next one is due.
+    pub fn take_due(&self, now_ms: u64) -> Result<Arc<str>, Option<u64>> {
+        let mut s = self.lock();
+        match s.by_due.first() {
+            Some((due, _)) if *due <= now_ms => {
+                let (_, id) = s.by_due.pop_first().expect("first exists");
+                let (_, created) = s.waiting.remove(&id).unwrap_or((0, 0));
+                s.in_flight.insert(id.clone(), created);
+                Ok(id)
+            }
+            Some((due, _)) => Err(Some(*due)),
+            None => Err(None),
+        }
+    }
+
+    /// The message is finished (or gone): forget it.
+    pub fn finish(&self, id: &str) {
+        let mut s = self.lock();
+        let created = s.in_flight.remove(id).or_else(|| {
+            let (due, created) = s.waiting.remove(id)?;
+            s.by_due.remove(&(due, Arc::from(id)));
+            Some(created)
+        });
+        if let Some(created) = created {
+            s.by_created.remove(&(created, Arc::from(id)));
+        }
+    }
+
+    /// Waits until something is scheduled (a permit is kept if nobody was waiting).
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+
+    pub fn stats(&self, now_ms: u64) -> QueueStats {
+        let s = self.lock();
+        let ready = s.by_due.range(..(now_ms + 1, Arc::from(""))).count();
+        QueueStats {
+            ready,
+            scheduled: s.by_due.len() - ready,
+            in_flight: s.in_flight.len(),
+            oldest_created_ms: s.by_created.first().map(|(c, _)| *c),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        let s = self.lock();
+        s.waiting.len() + s.in_flight.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_order_and_flight() {
+        let q = Queue::default();
+        q.schedule("b", 20, 2);
+        q.schedule("a", 10, 1);
+        assert_eq!(q.take_due(5), Err(Some(10)));
+        assert_eq!(&*q.take_due(15).unwrap(), "a");
+        assert_eq!(q.take_due(15), Err(Some(20)));
+        let st = q.stats(15);
+        assert_eq!((st.ready, st.scheduled, st.in_flight, st.oldest_created_ms), (0, 1, 1, Some(1)));
+        q.schedule("a", 30, 1); // back from a failed pass
+        assert_eq!(&*q.take_due(25).unwrap(), "b");
+        q.finish("b");
+        q.finish("a");
+        assert!(q.is_empty());
+        assert_eq!(q.stats(100).oldest_created_ms, None);
+    }
+}

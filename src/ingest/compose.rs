@@ -1,0 +1,365 @@
+//! Turns an HTTP send request into an envelope and a standards-correct RFC 5322 message
+//! (built with mail-builder: encoded UTF-8 headers, multipart/alternative, attachments).
+
+use base64::Engine;
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address as MbAddress;
+use mail_builder::headers::text::Text;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AddressInput {
+    Plain(String),
+    Full { email: String, name: Option<String> },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentInput {
+    pub filename: String,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    pub content_base64: String,
+}
+
+/// Body of `POST /v1/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub from: String,
+    #[serde(default)]
+    pub to: Vec<AddressInput>,
+    #[serde(default)]
+    pub cc: Vec<AddressInput>,
+    #[serde(default)]
+    pub bcc: Vec<AddressInput>,
+    #[serde(default)]
+    pub reply_to: Option<AddressInput>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attachments: Vec<AttachmentInput>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub raw_base64: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ComposeError {
+    /// 400: which field, what is wrong.
+    Invalid(String),
+    /// 422: CR/LF (or another control character) in a header value, subject or address.
+    HeaderInjection(String),
+    /// 413: the message is larger than `server.max_message_size`.
+    TooLarge(u64),
+}
+
+/// A message ready for the spool.
+#[derive(Debug)]
+pub struct Composed {
+    /// Envelope sender address (no display name).
+    pub mail_from: String,
+    /// Envelope recipients, deduplicated.
+    pub recipients: Vec<String>,
+    pub body: Vec<u8>,
+    pub stream: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// Headers that come from their own fields (or are generated) and may not be set via `headers`.
+const RESERVED_HEADERS: [&str; 13] = [
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "reply-to",
+    "sender",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "return-path",
+];
+
+fn no_injection(field: &str, value: &str) -> Result<(), ComposeError> {
+    if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+        return Err(ComposeError::HeaderInjection(format!("{field} contains a line break or NUL")));
+    }
+    Ok(())
+}
+
+struct Parsed {
+    name: Option<String>,
+    email: String,
+}
+
+fn parse_address(field: &str, input: &AddressInput) -> Result<Parsed, ComposeError> {
+    match input {
+        AddressInput::Plain(s) => {
+            no_injection(field, s)?;
+            let mailbox = lettre::message::Mailbox::from_str(s.trim())
+                .map_err(|e| ComposeError::Invalid(format!("{field}: {s:?} is not a valid address ({e})")))?;
+            Ok(Parsed { name: mailbox.name, email: mailbox.email.to_string() })
+        }
+        AddressInput::Full { email, name } => {
+            no_injection(field, email)?;
+            if let Some(n) = name {
+                no_injection(field, n)?;
+            }
+            let address = lettre::Address::from_str(email.trim())
+                .map_err(|e| ComposeError::Invalid(format!("{field}: {email:?} is not a valid address ({e})")))?;
+            Ok(Parsed { name: name.clone().filter(|n| !n.is_empty()), email: address.to_string() })
+        }
+    }
+}
+
+fn mb_address(p: &Parsed) -> MbAddress<'static> {
+    MbAddress::new_address(p.name.clone(), p.email.clone())
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// Validates and builds the message. `id` becomes the Message-ID's local part.
+pub fn compose(
+    req: SendRequest,
+    id: &str,
+    hostname: &str,
+    max_size: u64,
+    max_recipients: usize,
+) -> Result<Composed, ComposeError> {
+    let from = parse_address("from", &AddressInput::Plain(req.from.clone()))?;
+    let lists = [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)];
+    let mut parsed: Vec<(&str, Vec<Parsed>)> = Vec::new();
+    for (field, list) in lists {
+        let mut v = Vec::with_capacity(list.len());
+        for (i, a) in list.iter().enumerate() {
+            v.push(parse_address(&format!("{field}[{i}]"), a)?);
+        }
+        parsed.push((field, v));
+    }
+    let mut recipients: Vec<String> = Vec::new();
+    for (_, list) in &parsed {
+        for p in list {
+            if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&p.email)) {
+                recipients.push(p.email.clone());
+            }
+        }
+    }
+    if recipients.is_empty() {
+        return Err(ComposeError::Invalid("to: at least one recipient (to, cc or bcc) is required".into()));
+    }
+    if recipients.len() > max_recipients {
+        return Err(ComposeError::Invalid(format!(
+            "to: {} recipients, at most {max_recipients} are allowed per message",
+            recipients.len()
+        )));
+    }
+    if let Some(stream) = &req.stream {
+        no_injection("stream", stream)?;
+    }
+    for tag in &req.tags {
+        no_injection("tags", tag)?;
+    }
+
+    let body = if let Some(raw) = &req.raw_base64 {
+        let structured = req.subject.is_some()
+            || req.text.is_some()
+            || req.html.is_some()
+            || !req.headers.is_empty()
+            || !req.attachments.is_empty()
+            || req.reply_to.is_some();
+        if structured {
+            return Err(ComposeError::Invalid(
+                "raw_base64: cannot be combined with subject, text, html, headers, attachments or reply_to".into(),
+            ));
+        }
+        // Estimated decoded size first, so an oversize request is refused before decoding.
+        if (raw.len() as u64 / 4) * 3 > max_size + 3 {
+            return Err(ComposeError::TooLarge(max_size));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .map_err(|e| ComposeError::Invalid(format!("raw_base64: not valid base64 ({e})")))?;
+        prepare_raw(decoded, id, hostname)?
+    } else {
+        build_mime(&req, &from, &parsed, id, hostname)?
+    };
+    if body.len() as u64 > max_size {
+        return Err(ComposeError::TooLarge(max_size));
+    }
+    Ok(Composed { mail_from: from.email, recipients, body, stream: req.stream, tags: req.tags })
+}
+
+fn build_mime(
+    req: &SendRequest,
+    from: &Parsed,
+    lists: &[(&str, Vec<Parsed>)],
+    id: &str,
+    hostname: &str,
+) -> Result<Vec<u8>, ComposeError> {
+    let mut b = MessageBuilder::new()
+        .from(mb_address(from))
+        .message_id(format!("{id}@{hostname}"))
+        .date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
+    for (field, list) in lists {
+        if list.is_empty() || *field == "bcc" {
+            continue; // Bcc recipients are envelope-only.
+        }
+        let addrs = MbAddress::new_list(list.iter().map(mb_address).collect());
+        b = if *field == "to" { b.to(addrs) } else { b.cc(addrs) };
+    }
+    if let Some(reply_to) = &req.reply_to {
+        b = b.reply_to(mb_address(&parse_address("reply_to", reply_to)?));
+    }
+    if let Some(subject) = &req.subject {
+        no_injection("subject", subject)?;
+        b = b.subject(subject.clone());
+    }
+    for (name, value) in &req.headers {
+        if !valid_header_name(name) {
+            return Err(ComposeError::Invalid(format!("headers: {name:?} is not a valid header name")));
+        }
+        no_injection(&format!("headers.{name}"), value)?;
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ComposeError::Invalid(format!("headers: {name} is set from its own field and cannot be given here")));
+        }
+        b = b.header(name.clone(), Text::new(value.clone()));
+    }
+    match (&req.text, &req.html) {
+        (None, None) => {
+            if req.attachments.is_empty() {
+                return Err(ComposeError::Invalid("text: give text, html (or both), or raw_base64".into()));
+            }
+        }
+        (text, html) => {
+            if let Some(t) = text {
+                b = b.text_body(t.clone());
+            }
+            if let Some(h) = html {
+                b = b.html_body(h.clone());
+            }
+        }
+    }
+    for (i, a) in req.attachments.iter().enumerate() {
+        no_injection(&format!("attachments[{i}].filename"), &a.filename)?;
+        let content_type = a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into());
+        no_injection(&format!("attachments[{i}].content_type"), &content_type)?;
+        if !content_type.contains('/') {
+            return Err(ComposeError::Invalid(format!("attachments[{i}].content_type: {content_type:?} is not a MIME type")));
+        }
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(a.content_base64.trim())
+            .map_err(|e| ComposeError::Invalid(format!("attachments[{i}].content_base64: not valid base64 ({e})")))?;
+        b = b.attachment(content_type, a.filename.clone(), data);
+    }
+    b.write_to_vec().map_err(|e| ComposeError::Invalid(format!("cannot build message: {e}")))
+}
+
+/// Checks a raw message has a header section, converts bare LF to CRLF, and adds a Message-ID
+/// when the client did not give one (as Postfix does for submissions).
+fn prepare_raw(raw: Vec<u8>, id: &str, hostname: &str) -> Result<Vec<u8>, ComposeError> {
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut prev = 0u8;
+    for &byte in &raw {
+        if byte == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(byte);
+        prev = byte;
+    }
+    let header_end = find(&out, b"\r\n\r\n").unwrap_or(out.len());
+    let headers = &out[..header_end];
+    let first_line = headers.split(|&b| b == b'\n').next().unwrap_or_default();
+    if !first_line.contains(&b':') || first_line.first().is_some_and(|b| b.is_ascii_whitespace()) {
+        return Err(ComposeError::Invalid("raw_base64: does not start with a header section".into()));
+    }
+    let has_message_id = headers
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:"));
+    if has_message_id {
+        return Ok(out);
+    }
+    let mut with_id = format!("Message-ID: <{id}@{hostname}>\r\n").into_bytes();
+    with_id.extend_from_slice(&out);
+    Ok(with_id)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> SendRequest {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn builds_alternative_with_attachment() {
+        let r = req(r#"{"from":"Billing <billing@example.com>","to":["alice@example.net",{"email":"bob@example.org","name":"Bøb"}],
+            "bcc":["audit@example.com"],"subject":"Grüße","text":"hi","html":"<p>hi</p>","headers":{"X-Campaign":"reset"},
+            "attachments":[{"filename":"a.txt","content_type":"text/plain","content_base64":"aGVsbG8="}]}"#);
+        let c = compose(r, "01ID", "baton.example.com", 1 << 20, 100).unwrap();
+        assert_eq!(c.mail_from, "billing@example.com");
+        assert_eq!(c.recipients, vec!["alice@example.net", "bob@example.org", "audit@example.com"]);
+        let text = String::from_utf8(c.body).unwrap();
+        assert!(text.contains("Message-ID: <01ID@baton.example.com>"), "{text}");
+        assert!(text.contains("MIME-Version: 1.0"));
+        assert!(text.contains("multipart/alternative"));
+        assert!(text.contains("multipart/mixed"));
+        assert!(text.contains("X-Campaign: reset"));
+        assert!(text.contains("Subject: =?utf-8?"), "subject must be encoded: {text}");
+        assert!(!text.contains("audit@example.com"), "bcc must not appear in headers");
+    }
+
+    #[test]
+    fn refuses_injection_and_bad_fields() {
+        let r = req(r#"{"from":"a@example.com","to":["b@example.net"],"subject":"x\r\nBcc: evil@example.org","text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::HeaderInjection(_))));
+        let r = req(r#"{"from":"a@example.com","to":["b@example.net"],"headers":{"X-A":"v\nBcc: x@example.org"},"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::HeaderInjection(_))));
+        let r = req(r#"{"from":"a@example.com","to":["not an address"],"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(m)) if m.starts_with("to[0]")));
+        let r = req(r#"{"from":"a@example.com","to":[],"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(_))));
+        let r = req(r#"{"from":"a@example.com","to":["b@example.net"],"headers":{"Subject":"x"},"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(_))));
+        let r = req(r#"{"from":"a@example.com","to":["b@example.net"],"text":"0123456789"}"#);
+        assert!(matches!(compose(r, "i", "h", 50, 10), Err(ComposeError::TooLarge(50))));
+        let r = req(r#"{"from":"a@example.com","to":["b@example.net","c@example.net"],"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 1), Err(ComposeError::Invalid(_))));
+    }
+
+    #[test]
+    fn raw_messages_keep_bytes_and_get_message_id() {
+        let raw = base64::engine::general_purpose::STANDARD.encode("Subject: hi\nFrom: a@example.com\n\nbody\n");
+        let r = req(&format!(r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#));
+        let c = compose(r, "RAWID", "h.example.com", 1000, 10).unwrap();
+        assert_eq!(
+            String::from_utf8(c.body).unwrap(),
+            "Message-ID: <RAWID@h.example.com>\r\nSubject: hi\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+        );
+        let raw = base64::engine::general_purpose::STANDARD.encode("Message-ID: <x@y>\r\nSubject: hi\r\n\r\nbody\r\n");
+        let r = req(&format!(r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#));
+        let c = compose(r, "RAWID", "h", 1000, 10).unwrap();
+        assert_eq!(c.body, b"Message-ID: <x@y>\r\nSubject: hi\r\n\r\nbody\r\n");
+    }
+}

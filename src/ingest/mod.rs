@@ -1,0 +1,88 @@
+//! Ingest: how mail enters Baton. Every ingress (HTTP now, SMTP later) authenticates the
+//! client, checks its sender, and hands the message to [`accept`], which answers only after the
+//! message is durably in the spool.
+
+pub mod compose;
+pub mod http;
+
+use crate::app::Shared;
+use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, RecipientStatus, now_ms};
+use crate::spool::{Inserted, SpoolError};
+use compose::Composed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the spool is full; try again later")]
+    SpoolFull,
+    #[error("Baton is shutting down; try again shortly")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::SpoolFull => "spool_full",
+            IngestError::ShuttingDown => "shutting_down",
+            IngestError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A new message id: a ULID (sortable by time, unique without coordination).
+pub fn new_message_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// Spools a message and queues it for delivery. Returns its id (the earlier message's id when
+/// the idempotency key was already used) and whether it is new.
+pub async fn accept(
+    shared: &Shared,
+    id: String,
+    client: &str,
+    ingress: Ingress,
+    message: Composed,
+    idempotency_key: Option<String>,
+) -> Result<(String, bool), IngestError> {
+    if shared.is_shutting_down() {
+        return Err(IngestError::ShuttingDown);
+    }
+    let now = now_ms();
+    let record = MessageRecord {
+        id,
+        client: client.to_string(),
+        ingress,
+        mail_from: message.mail_from,
+        recipients: message
+            .recipients
+            .into_iter()
+            .map(|email| Recipient { email, status: RecipientStatus::Pending, provider: None, provider_message_id: None, detail: None })
+            .collect(),
+        attempts: Vec::new(),
+        stream: message.stream,
+        tags: message.tags,
+        created_ms: now,
+        next_attempt_ms: now,
+        failed_passes: 0,
+        status: MessageStatus::Queued,
+        size: message.body.len() as u64,
+        completed_ms: None,
+        idempotency_key,
+    };
+    match shared.spool.insert(&record, message.body).await {
+        Ok(Inserted::New) => {
+            shared.metrics.messages_received.with_label_values(&[ingress.as_str(), client]).inc();
+            tracing::info!(message_id = %record.id, client, ingress = ingress.as_str(), recipients = record.recipients.len(), size = record.size, "message accepted");
+            shared.queue.schedule(&record.id, record.next_attempt_ms, record.created_ms);
+            Ok((record.id, true))
+        }
+        Ok(Inserted::Existing(existing)) => {
+            tracing::info!(message_id = %existing, client, "idempotency key reused: returning the earlier message");
+            Ok((existing, false))
+        }
+        Err(SpoolError::Full) => Err(IngestError::SpoolFull),
+        Err(SpoolError::Closed) => Err(IngestError::ShuttingDown),
+        Err(e) => Err(IngestError::Internal(e.to_string())),
+    }
+}

@@ -1,0 +1,15 @@
+//! Baton: a multi-provider email failover relay.
+//!
+//! A message flows ingest → spool → delivery (router + providers) → outcome; see
+//! `docs/architecture.md` for the map of which module owns what.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod ingest;
+pub mod metrics;
+pub mod outcome;
+pub mod provider;
+pub mod runtime;
+pub mod spool;

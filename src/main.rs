@@ -1,0 +1,121 @@
+use baton::config::{self, ConfigError};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Multi-provider email failover relay")]
+struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "BATON_CONFIG", default_value = "config/baton.toml")]
+    config: PathBuf,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the default).
+    Serve,
+    /// Validate a config file: exit 0 if it is valid, else print every problem and exit 1.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn print_problems(err: &ConfigError) {
+    match err {
+        ConfigError::Invalid { problems } => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!("{} problem(s) found", problems.len());
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => match config::load(&cli.config) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
+                let c = &loaded.config;
+                println!(
+                    "{}: OK ({} providers, {} routes, {} clients)",
+                    cli.config.display(),
+                    c.providers.len(),
+                    c.routes.len(),
+                    c.clients.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_problems(&e);
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve => {
+            init_logging(cli.log_format);
+            let loaded = match config::load(&cli.config) {
+                Ok(l) => l,
+                Err(e) => {
+                    print_problems(&e);
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            runtime.block_on(serve(loaded))
+        }
+    }
+}
+
+async fn serve(loaded: config::Loaded) -> ExitCode {
+    for w in &loaded.warnings {
+        tracing::warn!(problem = %w, "config warning");
+    }
+    let running = match baton::app::start(loaded).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    running.stop().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

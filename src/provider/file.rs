@@ -1,0 +1,62 @@
+//! The `file` provider: writes each message as `<dir>/<id>.eml`. Used by the default config so
+//! Baton works out of the box, and as a last-resort sink.
+
+use super::{Outbound, Provider};
+use crate::config::FileProviderConfig;
+use crate::outcome::{OutcomeClass, SendReport};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct FileProvider {
+    name: String,
+    dir: PathBuf,
+}
+
+impl FileProvider {
+    pub fn new(name: &str, config: &FileProviderConfig) -> Self {
+        FileProvider { name: name.to_string(), dir: config.dir.clone() }
+    }
+}
+
+/// Writes to a temporary file, fsyncs, renames into place and fsyncs the directory, so a reader
+/// never sees a half-written `.eml` and a crash never leaves one.
+fn write_atomically(dir: &Path, file_name: &str, parts: &[&[u8]]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let target = dir.join(file_name);
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &target)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(target)
+}
+
+#[async_trait::async_trait]
+impl Provider for FileProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+        // Envelope first, as Postfix's local delivery does with Return-Path / Delivered-To.
+        let mut envelope = format!("Return-Path: <{}>\r\n", msg.mail_from);
+        for rcpt in msg.recipients {
+            envelope.push_str(&format!("X-Baton-Envelope-To: <{rcpt}>\r\n"));
+        }
+        let dir = self.dir.clone();
+        let file_name = format!("{}.eml", msg.id);
+        let body = msg.body.to_vec();
+        let n = msg.recipients.len();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&dir, &file_name, &[envelope.as_bytes(), &body])).await;
+        match written {
+            Ok(Ok(path)) => SendReport::delivered(n, Some(path.display().to_string()), "written"),
+            Ok(Err(e)) => SendReport::failed(OutcomeClass::Transient, n, format!("cannot write to {}: {e}", self.dir.display())),
+            Err(e) => SendReport::failed(OutcomeClass::Transient, n, format!("writer task failed: {e}")),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Providers: the places a message can be handed to. Each adapter turns its provider's answers
+//! into one [`SendReport`] (outcome class + a result per recipient), so failover and health
+//! treat every provider alike.
+
+mod file;
+mod smtp;
+pub mod smtp_classify;
+
+use crate::config::ProviderConfig;
+use crate::outcome::SendReport;
+use std::sync::Arc;
+
+pub use file::FileProvider;
+pub use smtp::SmtpProvider;
+
+/// One message as handed to a provider: the envelope for the recipients still pending, and the
+/// RFC 5322 bytes exactly as spooled.
+pub struct Outbound<'a> {
+    pub id: &'a str,
+    pub mail_from: &'a str,
+    pub recipients: &'a [String],
+    pub body: &'a [u8],
+}
+
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &str;
+    /// Sends and classifies. Never panics or errors: every failure is a [`SendReport`].
+    async fn send(&self, msg: &Outbound<'_>) -> SendReport;
+}
+
+/// Builds the adapter for one `[providers.NAME]` table.
+pub fn build(name: &str, config: &ProviderConfig, hostname: &str) -> Result<Arc<dyn Provider>, String> {
+    Ok(match config {
+        ProviderConfig::Smtp(c) => Arc::new(SmtpProvider::new(name, c, hostname)?),
+        ProviderConfig::File(c) => Arc::new(FileProvider::new(name, c)),
+    })
+}

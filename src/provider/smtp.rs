@@ -1,0 +1,277 @@
+//! The `smtp` provider: hands messages to an SMTP relay with lettre.
+//!
+//! We drive lettre's connection API (MAIL, RCPT, DATA one by one) rather than its transport,
+//! because the transport stops at the first refused RCPT and hides per-recipient replies, which
+//! Baton needs to tell "bad recipient" from "bad provider". For the same reason the small idle
+//! connection pool below is ours: lettre's pool is tied to its transport.
+
+use super::smtp_classify::{Stage, classify, is_too_many_recipients};
+use super::{Outbound, Provider};
+use crate::config::{SmtpProviderConfig, TlsMode};
+use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use std::error::Error as _;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Idle connections older than this are closed instead of reused.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+/// Idle connections older than this are checked with NOOP before reuse.
+const CHECK_AFTER: Duration = Duration::from_secs(5);
+
+pub struct SmtpProvider {
+    name: String,
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    tls_params: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    hello: ClientId,
+    slots: Semaphore,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    max_idle_connections: usize,
+}
+
+/// A failure that ends the attempt: what the provider said and at which stage.
+struct Failure {
+    class: OutcomeClass,
+    detail: String,
+}
+
+fn failure_from(stage: Stage, e: &lettre::transport::smtp::Error) -> Failure {
+    match e.status() {
+        Some(code) => {
+            let code = u16::from(code);
+            let text = e.source().map(|s| s.to_string()).unwrap_or_default();
+            Failure { class: classify(stage, code, &text), detail: truncate_detail(&format!("{} {code} {text}", stage.as_str())) }
+        }
+        None if e.is_client() && stage == Stage::Auth => Failure {
+            class: OutcomeClass::Account,
+            detail: truncate_detail(&format!("auth: {e}")),
+        },
+        None => Failure {
+            class: OutcomeClass::Transient,
+            detail: truncate_detail(&format!("{}: {e}", stage.as_str())),
+        },
+    }
+}
+
+impl SmtpProvider {
+    pub fn new(name: &str, c: &SmtpProviderConfig, hostname: &str) -> Result<Self, String> {
+        let tls_params = if c.tls == TlsMode::None {
+            None
+        } else {
+            let mut builder = TlsParameters::builder(c.host.clone());
+            if let Some(ca) = &c.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                let cert = Certificate::from_pem(&pem).map_err(|e| format!("invalid certificate in {}: {e}", ca.display()))?;
+                builder = builder.add_root_certificate(cert);
+            }
+            Some(builder.build_rustls().map_err(|e| format!("TLS setup failed: {e}"))?)
+        };
+        let credentials = match (&c.username, &c.password) {
+            (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.clone())),
+            _ => None,
+        };
+        Ok(SmtpProvider {
+            name: name.to_string(),
+            host: c.host.clone(),
+            port: c.port,
+            tls: c.tls,
+            tls_params,
+            credentials,
+            timeout: c.timeout.0,
+            hello: ClientId::Domain(hostname.to_string()),
+            slots: Semaphore::new(c.max_connections),
+            idle: Mutex::new(Vec::new()),
+            max_idle_connections: c.max_connections,
+        })
+    }
+
+    async fn connect(&self, stage: &mut Stage) -> Result<AsyncSmtpConnection, Failure> {
+        *stage = Stage::Connect;
+        let implicit = if self.tls == TlsMode::Tls { self.tls_params.clone() } else { None };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello,
+            implicit,
+            None,
+        )
+        .await
+        .map_err(|e| failure_from(Stage::Connect, &e))?;
+        if self.tls == TlsMode::Starttls {
+            *stage = Stage::Tls;
+            if !conn.server_info().supports_feature(Extension::StartTls) {
+                return Err(Failure {
+                    class: OutcomeClass::Account,
+                    detail: "server does not offer STARTTLS but tls = \"starttls\" is configured".into(),
+                });
+            }
+            let params = self.tls_params.clone().expect("TLS parameters exist when TLS is on");
+            conn.starttls(params, &self.hello).await.map_err(|e| failure_from(Stage::Tls, &e))?;
+        }
+        if let Some(creds) = &self.credentials {
+            *stage = Stage::Auth;
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], creds).await.map_err(|e| failure_from(Stage::Auth, &e))?;
+        }
+        Ok(conn)
+    }
+
+    async fn checkout(&self, stage: &mut Stage) -> Result<AsyncSmtpConnection, Failure> {
+        loop {
+            let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some((mut conn, since)) = candidate else { break };
+            let age = since.elapsed();
+            if age > MAX_IDLE || conn.has_broken() {
+                continue;
+            }
+            if age > CHECK_AFTER && !conn.test_connected().await {
+                continue;
+            }
+            return Ok(conn);
+        }
+        self.connect(stage).await
+    }
+
+    fn checkin(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle_connections && !conn.has_broken() {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    /// One send: as many transactions as the relay's recipient limit needs.
+    async fn transact(&self, msg: &Outbound<'_>, stage: &mut Stage, results: &mut [RecipientResult]) -> Result<String, Failure> {
+        let _slot = self.slots.acquire().await.map_err(|_| Failure { class: OutcomeClass::Transient, detail: "provider closed".into() })?;
+        let mut conn = self.checkout(stage).await?;
+        let from = Address::from_str(msg.mail_from)
+            .map_err(|e| Failure { class: OutcomeClass::BadRequest, detail: format!("invalid sender address: {e}") })?;
+        let mut params = Vec::new();
+        if !msg.body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let needs_utf8 = !msg.mail_from.is_ascii() || msg.recipients.iter().any(|r| !r.is_ascii());
+        if needs_utf8 {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                return Err(Failure { class: OutcomeClass::BadRequest, detail: "relay does not support SMTPUTF8 for non-ASCII addresses".into() });
+            }
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        let mut remaining: Vec<usize> = (0..msg.recipients.len()).collect();
+        let mut last_detail = String::new();
+        while !remaining.is_empty() {
+            *stage = Stage::Mail;
+            conn.command(Mail::new(Some(from.clone()), params.clone())).await.map_err(|e| failure_from(Stage::Mail, &e))?;
+            *stage = Stage::Rcpt;
+            let mut accepted = Vec::new();
+            let mut deferred = Vec::new();
+            for &idx in &remaining {
+                if !deferred.is_empty() {
+                    deferred.push(idx);
+                    continue;
+                }
+                let rcpt = match Address::from_str(&msg.recipients[idx]) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        results[idx] = RecipientResult::Rejected { detail: format!("invalid address: {e}") };
+                        continue;
+                    }
+                };
+                match conn.command(Rcpt::new(rcpt, vec![])).await {
+                    Ok(_) => accepted.push(idx),
+                    Err(e) => {
+                        let Some(code) = e.status().map(u16::from) else {
+                            return Err(failure_from(Stage::Rcpt, &e));
+                        };
+                        let text = e.source().map(|s| s.to_string()).unwrap_or_default();
+                        if is_too_many_recipients(code, &text) && !accepted.is_empty() {
+                            deferred.push(idx);
+                            continue;
+                        }
+                        let detail = truncate_detail(&format!("{code} {text}"));
+                        match classify(Stage::Rcpt, code, &text) {
+                            OutcomeClass::RecipientRejected => results[idx] = RecipientResult::Rejected { detail },
+                            // A temporary refusal of this one recipient: leave it pending.
+                            OutcomeClass::Transient => last_detail = detail,
+                            class => {
+                                let _ = conn.command(Rset).await;
+                                return Err(Failure { class, detail: truncate_detail(&format!("RCPT TO {detail}")) });
+                            }
+                        }
+                    }
+                }
+            }
+            if accepted.is_empty() {
+                *stage = Stage::Mail;
+                conn.command(Rset).await.map_err(|e| failure_from(Stage::Mail, &e))?;
+                break;
+            }
+            *stage = Stage::Data;
+            conn.command(Data).await.map_err(|e| failure_from(Stage::Data, &e))?;
+            *stage = Stage::Body;
+            let reply = conn.message(msg.body).await.map_err(|e| failure_from(Stage::Body, &e))?;
+            let text: Vec<&str> = reply.message().collect();
+            let text = text.join(" ");
+            let queue_id = text.split("queued as ").nth(1).map(|s| s.split_whitespace().next().unwrap_or(s).to_string());
+            for idx in accepted {
+                results[idx] = RecipientResult::Delivered { provider_message_id: queue_id.clone() };
+            }
+            last_detail = truncate_detail(&format!("{} {text}", u16::from(reply.code())));
+            remaining = deferred;
+        }
+        self.checkin(conn);
+        Ok(last_detail)
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for SmtpProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+        let mut results = vec![RecipientResult::NotDone; msg.recipients.len()];
+        let mut stage = Stage::Connect;
+        let outcome = tokio::time::timeout(self.timeout, self.transact(msg, &mut stage, &mut results)).await;
+        let timed_out = outcome.is_err();
+        let (failure, detail) = match outcome {
+            Ok(Ok(detail)) => (None, detail),
+            Ok(Err(f)) => (Some(f.class), f.detail),
+            Err(_) => (
+                Some(OutcomeClass::Transient),
+                format!("timed out after {:?} waiting for {} reply", self.timeout, stage.as_str()),
+            ),
+        };
+        let delivered = results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. }));
+        let rejected = results.iter().any(|r| matches!(r, RecipientResult::Rejected { .. }));
+        let class = match failure {
+            // Some recipients went through before the failure: report what happened to them,
+            // and the failure class so the rest moves on to the next provider.
+            Some(class) if !delivered => class,
+            Some(class) => {
+                tracing::debug!(provider = %self.name, class = class.as_str(), "failure after partial delivery");
+                OutcomeClass::Accepted
+            }
+            None if delivered => OutcomeClass::Accepted,
+            None if rejected => OutcomeClass::RecipientRejected,
+            None => OutcomeClass::Transient,
+        };
+        SendReport {
+            class,
+            detail,
+            recipients: results,
+            retry_after: None,
+            // Timed out after the data went out: the relay may have queued it anyway.
+            possible_duplicate: timed_out && stage == Stage::Body,
+        }
+    }
+}

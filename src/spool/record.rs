@@ -1,0 +1,137 @@
+//! What the spool stores per message: envelope, per-recipient state and attempt history.
+//! Serialised as JSON so that later versions can add fields (`#[serde(default)]`) and still
+//! read spools written by earlier ones.
+
+use crate::outcome::OutcomeClass;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ingress {
+    Http,
+    Smtp,
+}
+
+impl Ingress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ingress::Http => "http",
+            Ingress::Smtp => "smtp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    Queued,
+    Delivering,
+    Delivered,
+    PartiallyDelivered,
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, MessageStatus::Delivered | MessageStatus::PartiallyDelivered | MessageStatus::Failed)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Delivering => "delivering",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::PartiallyDelivered => "partially_delivered",
+            MessageStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientStatus {
+    Pending,
+    Delivered,
+    Rejected,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recipient {
+    pub email: String,
+    pub status: RecipientStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at_ms: u64,
+    pub provider: String,
+    pub outcome: OutcomeClass,
+    pub detail: String,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub possible_duplicate: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub client: String,
+    pub ingress: Ingress,
+    /// Envelope sender (MAIL FROM).
+    pub mail_from: String,
+    pub recipients: Vec<Recipient>,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_ms: u64,
+    /// When the next delivery pass is due (ms since the Unix epoch).
+    pub next_attempt_ms: u64,
+    /// Delivery passes that ended with recipients still pending.
+    #[serde(default)]
+    pub failed_passes: u32,
+    pub status: MessageStatus,
+    /// Size of the message body in bytes.
+    pub size: u64,
+    #[serde(default)]
+    pub completed_ms: Option<u64>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl MessageRecord {
+    pub fn pending(&self) -> impl Iterator<Item = (usize, &Recipient)> {
+        self.recipients.iter().enumerate().filter(|(_, r)| r.status == RecipientStatus::Pending)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending().next().is_some()
+    }
+
+    /// The final status once no recipient is pending.
+    pub fn final_status(&self) -> MessageStatus {
+        let delivered = self.recipients.iter().filter(|r| r.status == RecipientStatus::Delivered).count();
+        if delivered == self.recipients.len() {
+            MessageStatus::Delivered
+        } else if delivered > 0 {
+            MessageStatus::PartiallyDelivered
+        } else {
+            MessageStatus::Failed
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
