@@ -35,9 +35,15 @@ impl Shared {
 
     /// Remembers a finished message so the sweeper removes it after `spool.keep_completed`.
     pub fn retain_completed(&self, record: &MessageRecord) {
-        let idem = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
+        let idem = record
+            .idempotency_key
+            .as_ref()
+            .map(|k| idempotency_entry(&record.client, k));
         let at = record.completed_ms.unwrap_or_else(now_ms);
-        self.retention.lock().unwrap_or_else(|e| e.into_inner()).push_back((at, record.id.clone(), idem));
+        self.retention
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((at, record.id.clone(), idem));
     }
 }
 
@@ -48,7 +54,11 @@ pub enum StartError {
     #[error("cannot open spool: {0}")]
     Spool(#[from] crate::spool::SpoolError),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Listen { what: &'static str, addr: String, source: std::io::Error },
+    Listen {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running Baton.
@@ -78,7 +88,13 @@ impl Running {
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Listen { what, addr: addr.to_string(), source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
@@ -91,7 +107,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         metrics.init_series(&clients, &providers, &routes);
     }
-    let (spool, recovered) = Spool::open(&config.spool.dir, config.spool.max_bytes.0, metrics.clone())?;
+    let (spool, recovered) =
+        Spool::open(&config.spool.dir, config.spool.max_bytes.0, metrics.clone())?;
     let queue = Queue::default();
     for r in &recovered.pending {
         queue.schedule(&r.id, r.next_attempt_ms, r.created_ms);
@@ -102,8 +119,12 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
 
     let http_listener = bind("server.http_listen", &config.server.http_listen).await?;
     let admin_listener = bind("server.admin_listen", &config.server.admin_listen).await?;
-    let http_addr = http_listener.local_addr().expect("bound socket has an address");
-    let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
+    let http_addr = http_listener
+        .local_addr()
+        .expect("bound socket has an address");
+    let admin_addr = admin_listener
+        .local_addr()
+        .expect("bound socket has an address");
     let grace = config.server.shutdown_grace.0;
     let keep_completed = config.spool.keep_completed.0;
 
@@ -114,18 +135,31 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         queue,
         metrics,
         stop: stop.clone(),
-        retention: Mutex::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem)).collect()),
+        retention: Mutex::new(
+            completed
+                .into_iter()
+                .map(|(id, at, idem)| (at, id, idem))
+                .collect(),
+        ),
     });
 
     let http_task = tokio::spawn(
-        axum::serve(http_listener, ingest::http::router(shared.clone())).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future(),
+        axum::serve(http_listener, ingest::http::router(shared.clone()))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
     );
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(
-        axum::serve(admin_listener, admin::router(shared.clone())).with_graceful_shutdown(admin_stop.clone().cancelled_owned()).into_future(),
+        axum::serve(admin_listener, admin::router(shared.clone()))
+            .with_graceful_shutdown(admin_stop.clone().cancelled_owned())
+            .into_future(),
     );
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
-    let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
+    let sweeper = tokio::spawn(sweep_completed(
+        shared.clone(),
+        keep_completed,
+        stop.clone(),
+    ));
     tracing::info!(http = %http_addr, admin = %admin_addr, "baton listening");
 
     let done_shared = shared.clone();
@@ -144,12 +178,20 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let _ = admin_task.await;
         tracing::info!("shutdown complete");
     });
-    Ok(Running { http_addr, admin_addr, shared, stop, done })
+    Ok(Running {
+        http_addr,
+        admin_addr,
+        shared,
+        stop,
+        done,
+    })
 }
 
 /// Removes finished messages from the spool once `keep_completed` has passed.
 async fn sweep_completed(shared: Arc<Shared>, keep: Duration, stop: CancellationToken) {
-    let period = keep.min(Duration::from_secs(60)).max(Duration::from_millis(100));
+    let period = keep
+        .min(Duration::from_secs(60))
+        .max(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

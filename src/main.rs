@@ -7,7 +7,12 @@ use std::process::ExitCode;
 #[command(name = "baton", version, about = "Multi-provider email failover relay")]
 struct Cli {
     /// Config file.
-    #[arg(long, global = true, env = "BATON_CONFIG", default_value = "config/baton.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_CONFIG",
+        default_value = "config/baton.toml"
+    )]
     config: PathBuf,
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -88,7 +93,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             runtime.block_on(serve(loaded))
         }
     }

@@ -44,16 +44,26 @@ impl OutcomeClass {
 
     /// True for classes that say something is wrong with the provider (move on to the next one).
     pub fn is_provider_failure(self) -> bool {
-        matches!(self, OutcomeClass::Transient | OutcomeClass::RateLimited | OutcomeClass::Account | OutcomeClass::BadRequest)
+        matches!(
+            self,
+            OutcomeClass::Transient
+                | OutcomeClass::RateLimited
+                | OutcomeClass::Account
+                | OutcomeClass::BadRequest
+        )
     }
 }
 
 /// What happened to one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecipientResult {
-    Delivered { provider_message_id: Option<String> },
+    Delivered {
+        provider_message_id: Option<String>,
+    },
     /// Final: the address is bad or suppressed.
-    Rejected { detail: String },
+    Rejected {
+        detail: String,
+    },
     /// Not handled by this attempt (provider failure, or a temporary per-recipient refusal).
     NotDone,
 }
@@ -74,11 +84,20 @@ pub struct SendReport {
 
 impl SendReport {
     /// Every recipient delivered.
-    pub fn delivered(recipients: usize, provider_message_id: Option<String>, detail: impl Into<String>) -> Self {
+    pub fn delivered(
+        recipients: usize,
+        provider_message_id: Option<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         SendReport {
             class: OutcomeClass::Accepted,
             detail: detail.into(),
-            recipients: vec![RecipientResult::Delivered { provider_message_id }; recipients],
+            recipients: vec![
+                RecipientResult::Delivered {
+                    provider_message_id
+                };
+                recipients
+            ],
             retry_after: None,
             possible_duplicate: false,
         }
@@ -99,7 +118,10 @@ impl SendReport {
 /// Trims a provider's reply for storage in attempt records and logs.
 pub fn truncate_detail(text: &str) -> String {
     const MAX: usize = 300;
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let clean = clean.trim();
     if clean.len() <= MAX {
         return clean.to_string();

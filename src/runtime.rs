@@ -31,9 +31,17 @@ pub struct Route {
 
 impl Route {
     fn matches(&self, client: &str, sender: &str, stream: Option<&str>) -> bool {
-        self.senders.as_ref().is_none_or(|s| s.iter().any(|p| p.matches(sender)))
-            && self.streams.as_ref().is_none_or(|s| stream.is_some_and(|st| s.iter().any(|x| x == st)))
-            && self.clients.as_ref().is_none_or(|c| c.iter().any(|x| x == client))
+        self.senders
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|p| p.matches(sender)))
+            && self
+                .streams
+                .as_ref()
+                .is_none_or(|s| stream.is_some_and(|st| s.iter().any(|x| x == st)))
+            && self
+                .clients
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|x| x == client))
     }
 }
 
@@ -46,7 +54,9 @@ pub struct Runtime {
 }
 
 fn patterns(list: &[String]) -> Vec<WildMatch> {
-    list.iter().map(|p| WildMatch::new_case_insensitive(p)).collect()
+    list.iter()
+        .map(|p| WildMatch::new_case_insensitive(p))
+        .collect()
 }
 
 impl Runtime {
@@ -85,7 +95,13 @@ impl Runtime {
                 }
             })
             .collect();
-        Ok(Runtime { config, clients_by_key, clients, providers, routes })
+        Ok(Runtime {
+            config,
+            clients_by_key,
+            clients,
+            providers,
+            routes,
+        })
     }
 
     /// The client an API key belongs to.
@@ -102,6 +118,8 @@ impl Runtime {
         if let Some(name) = self.client(client).and_then(|c| c.route.as_deref()) {
             return self.routes.iter().find(|r| r.name == name);
         }
-        self.routes.iter().find(|r| r.matches(client, sender, stream))
+        self.routes
+            .iter()
+            .find(|r| r.matches(client, sender, stream))
     }
 }

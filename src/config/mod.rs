@@ -110,7 +110,9 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         let s = |secs| Dur(std::time::Duration::from_secs(secs));
-        RetryConfig { schedule: vec![s(10), s(60), s(300), s(900), s(3600)] }
+        RetryConfig {
+            schedule: vec![s(10), s(60), s(300), s(900), s(3600)],
+        }
     }
 }
 
@@ -124,7 +126,9 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        DeliveryConfig { concurrency: default_concurrency() }
+        DeliveryConfig {
+            concurrency: default_concurrency(),
+        }
     }
 }
 
@@ -261,7 +265,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
 }
@@ -293,42 +300,75 @@ impl Problems<'_> {
         self.warnings.push(p);
     }
     fn make(&self, path: &KeyPath, message: String) -> Problem {
-        Problem { file: self.file.to_string(), line: self.locator.line(path), key: path.to_string(), message }
+        Problem {
+            file: self.file.to_string(),
+            line: self.locator.line(path),
+            key: path.to_string(),
+            message,
+        }
     }
 }
 
 /// Reads, substitutes, parses and validates a config file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-    load_str(&text, &path.display().to_string(), &|name| std::env::var(name).ok())
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_str(&text, &path.display().to_string(), &|name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// Same as [`load`], from text; `env` looks up `${NAME}` variables.
-pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
+pub fn load_str(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
     let syntax_problem = |message: String, span: Option<std::ops::Range<usize>>| {
         let locator = Locator::new(text);
-        Problem { file: file.to_string(), line: span.map(|s| locator.line_of_offset(s.start)), key: String::new(), message }
+        Problem {
+            file: file.to_string(),
+            line: span.map(|s| locator.line_of_offset(s.start)),
+            key: String::new(),
+            message,
+        }
     };
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid {
-        problems: vec![syntax_problem(format!("TOML syntax error: {}", e.message().trim()), e.span())],
-    })?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Invalid {
+                problems: vec![syntax_problem(
+                    format!("TOML syntax error: {}", e.message().trim()),
+                    e.span(),
+                )],
+            })?;
     let missing = env::substitute(&mut doc, env);
     let expanded = doc.to_string();
     let locator = Locator::new(&expanded);
-    let mut problems = Problems { file, locator: &locator, errors: Vec::new(), warnings: Vec::new() };
+    let mut problems = Problems {
+        file,
+        locator: &locator,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     for m in &missing {
-        problems.error(&m.path, format!("environment variable {} is not set", m.name));
+        problems.error(
+            &m.path,
+            format!("environment variable {} is not set", m.name),
+        );
     }
     let config: Config = match toml::from_str(&expanded) {
         Ok(c) => c,
         Err(e) => {
             // Report the parse error without echoing the source line: it may hold a substituted secret.
             let mut all = problems.errors;
+            let line = e.span().map(|s| locator.line_of_offset(s.start));
+            let (line, key) = locate_in_tagged_table(&expanded, line);
             all.push(Problem {
                 file: file.to_string(),
-                line: e.span().map(|s| locator.line_of_offset(s.start)),
-                key: String::new(),
+                line,
+                key,
                 message: e.message().trim().to_string(),
             });
             return Err(ConfigError::Invalid { problems: all });
@@ -344,8 +384,70 @@ pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) ->
         index <= before || !missing_keys.contains(&p.key)
     });
     if problems.errors.is_empty() {
-        Ok(Loaded { config, warnings: problems.warnings, source: file.to_string() })
+        Ok(Loaded {
+            config,
+            warnings: problems.warnings,
+            source: file.to_string(),
+        })
     } else {
-        Err(ConfigError::Invalid { problems: problems.errors })
+        Err(ConfigError::Invalid {
+            problems: problems.errors,
+        })
     }
+}
+
+/// serde reports errors inside internally tagged tables (`[providers.x]`, whose `type` picks
+/// the struct) at the table header: it buffers the table and loses positions. Re-parse just
+/// that table as its concrete type to find the offending key's own line.
+fn locate_in_tagged_table(text: &str, line: Option<usize>) -> (Option<usize>, String) {
+    let Some(header_line) = line else {
+        return (None, String::new());
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(header) = lines.get(header_line - 1).map(|l| l.trim()) else {
+        return (line, String::new());
+    };
+    let Some(name) = header
+        .strip_prefix("[providers.")
+        .and_then(|h| h.strip_suffix(']'))
+    else {
+        return (line, String::new());
+    };
+    // The table's own lines, with the header and `type` blanked so line numbers stay aligned.
+    let mut kind = None;
+    let mut region = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let inside = i + 1 > header_line
+            && lines[header_line..=i]
+                .iter()
+                .all(|x| !x.trim_start().starts_with('['));
+        let is_type = l.split('=').next().map(str::trim) == Some("type");
+        if inside && is_type {
+            kind = l
+                .split_once('=')
+                .map(|(_, v)| v.trim().trim_matches('"').to_string());
+        }
+        if inside && !is_type {
+            region.push_str(l);
+        }
+        region.push('\n');
+    }
+    let result = match kind.as_deref() {
+        Some("smtp") => toml::from_str::<SmtpProviderConfig>(&region).err(),
+        Some("file") => toml::from_str::<FileProviderConfig>(&region).err(),
+        _ => None,
+    };
+    let Some(err) = result else {
+        return (line, format!("providers.{name}"));
+    };
+    let Some(span) = err.span() else {
+        return (line, format!("providers.{name}"));
+    };
+    let found = region[..span.start].matches('\n').count() + 1;
+    let key = lines
+        .get(found - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| format!("providers.{name}.{}", k.trim()))
+        .unwrap_or_else(|| format!("providers.{name}"));
+    (Some(found), key)
 }

@@ -1,7 +1,7 @@
 //! Semantic checks that serde cannot express: cross references, duplicates, addresses, TLS.
 
 use super::locate::KeyPath;
-use super::{Config, ProviderConfig, Problems, TlsMode};
+use super::{Config, Problems, ProviderConfig, TlsMode};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
@@ -9,8 +9,12 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     let root = KeyPath::root();
     let server = root.key("server");
 
-    if c.server.hostname.trim().is_empty() || c.server.hostname.chars().any(|ch| ch.is_whitespace()) {
-        p.error(&server.key("hostname"), "must be a host name without spaces, e.g. \"baton.example.com\"");
+    if c.server.hostname.trim().is_empty() || c.server.hostname.chars().any(|ch| ch.is_whitespace())
+    {
+        p.error(
+            &server.key("hostname"),
+            "must be a host name without spaces, e.g. \"baton.example.com\"",
+        );
     }
     let http = check_listen(&c.server.http_listen, &server.key("http_listen"), p);
     let admin = check_listen(&c.server.admin_listen, &server.key("admin_listen"), p);
@@ -18,7 +22,10 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         && h == a
         && h.port() != 0
     {
-        p.error(&server.key("admin_listen"), format!("same address as server.http_listen ({h})"));
+        p.error(
+            &server.key("admin_listen"),
+            format!("same address as server.http_listen ({h})"),
+        );
     }
     if c.server.max_message_size.0 == 0 {
         p.error(&server.key("max_message_size"), "must be greater than 0");
@@ -27,15 +34,24 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         p.error(&server.key("max_recipients"), "must be at least 1");
     }
     if c.retry.schedule.is_empty() {
-        p.error(&root.key("retry").key("schedule"), "needs at least one delay, e.g. [\"10s\", \"1m\"]");
+        p.error(
+            &root.key("retry").key("schedule"),
+            "needs at least one delay, e.g. [\"10s\", \"1m\"]",
+        );
     }
     for (i, d) in c.retry.schedule.iter().enumerate() {
         if d.0.is_zero() {
-            p.error(&root.key("retry").key("schedule").index(i), "a retry delay must be greater than 0");
+            p.error(
+                &root.key("retry").key("schedule").index(i),
+                "a retry delay must be greater than 0",
+            );
         }
     }
     if c.delivery.concurrency == 0 {
-        p.error(&root.key("delivery").key("concurrency"), "must be at least 1");
+        p.error(
+            &root.key("delivery").key("concurrency"),
+            "must be at least 1",
+        );
     }
 
     validate_providers(c, p);
@@ -47,25 +63,39 @@ fn check_listen(value: &str, path: &KeyPath, p: &mut Problems<'_>) -> Option<Soc
     match value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            p.error(path, format!("{value:?} is not a listen address; write IP:PORT, e.g. \"127.0.0.1:8080\""));
+            p.error(
+                path,
+                format!(
+                    "{value:?} is not a listen address; write IP:PORT, e.g. \"127.0.0.1:8080\""
+                ),
+            );
             None
         }
     }
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn validate_providers(c: &Config, p: &mut Problems<'_>) {
     let providers = KeyPath::root().key("providers");
     if c.providers.is_empty() {
-        p.error(&providers, "no providers configured: add at least one [providers.NAME] table");
+        p.error(
+            &providers,
+            "no providers configured: add at least one [providers.NAME] table",
+        );
     }
     for (name, provider) in &c.providers {
         let path = providers.key(name);
         if !valid_name(name) {
-            p.error(&path, "provider names may use letters, digits, '-' and '_' only");
+            p.error(
+                &path,
+                "provider names may use letters, digits, '-' and '_' only",
+            );
         }
         match provider {
             ProviderConfig::Smtp(s) => {
@@ -82,12 +112,18 @@ fn validate_providers(c: &Config, p: &mut Problems<'_>) {
                     p.error(&path.key("max_connections"), "must be at least 1");
                 }
                 match (&s.username, &s.password) {
-                    (Some(_), None) => p.error(&path.key("username"), "username is set but password is not"),
-                    (None, Some(_)) => p.error(&path.key("password"), "password is set but username is not"),
+                    (Some(_), None) => {
+                        p.error(&path.key("username"), "username is set but password is not")
+                    }
+                    (None, Some(_)) => {
+                        p.error(&path.key("password"), "password is set but username is not")
+                    }
                     _ => {}
                 }
                 let loopback = matches!(s.host.as_str(), "localhost" | "127.0.0.1" | "::1")
-                    || s.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                    || s.host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
                 if s.tls == TlsMode::None && s.username.is_some() && !loopback {
                     p.error(
                         &path.key("tls"),
@@ -109,7 +145,10 @@ fn validate_providers(c: &Config, p: &mut Problems<'_>) {
                 if let Some(ca) = &s.ca_file
                     && !ca.is_file()
                 {
-                    p.error(&path.key("ca_file"), format!("{} does not exist or is not a file", ca.display()));
+                    p.error(
+                        &path.key("ca_file"),
+                        format!("{} does not exist or is not a file", ca.display()),
+                    );
                 }
             }
             ProviderConfig::File(f) => {
@@ -129,9 +168,15 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
     for (i, client) in c.clients.iter().enumerate() {
         let path = clients.index(i);
         if !valid_name(&client.name) {
-            p.error(&path.key("name"), "client names may use letters, digits, '-' and '_' only");
+            p.error(
+                &path.key("name"),
+                "client names may use letters, digits, '-' and '_' only",
+            );
         } else if !names.insert(client.name.as_str()) {
-            p.error(&path.key("name"), format!("duplicate client name {:?}", client.name));
+            p.error(
+                &path.key("name"),
+                format!("duplicate client name {:?}", client.name),
+            );
         }
         for (k, key) in client.api_keys.iter().enumerate() {
             let kpath = path.key("api_keys").index(k);
@@ -140,11 +185,17 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
             }
             if let Some(other) = keys.insert(key.as_str(), client.name.as_str()) {
                 // Never print the key itself.
-                p.error(&kpath, format!("this API key is also used by client {other:?}"));
+                p.error(
+                    &kpath,
+                    format!("this API key is also used by client {other:?}"),
+                );
             }
         }
         if client.allowed_senders.is_empty() {
-            p.error(&path.key("allowed_senders"), "empty: this client could not send from any address");
+            p.error(
+                &path.key("allowed_senders"),
+                "empty: this client could not send from any address",
+            );
         }
         for (s, pattern) in client.allowed_senders.iter().enumerate() {
             if !pattern.contains('@') {
@@ -157,7 +208,13 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
         if let Some(route) = &client.route
             && !route_names.contains(route.as_str())
         {
-            p.error(&path.key("route"), format!("unknown route {route:?} (routes: {})", join(route_names.iter())));
+            p.error(
+                &path.key("route"),
+                format!(
+                    "unknown route {route:?} (routes: {})",
+                    join(route_names.iter())
+                ),
+            );
         }
     }
 }
@@ -165,7 +222,10 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
 fn validate_routes(c: &Config, p: &mut Problems<'_>) {
     let routes = KeyPath::root().key("routes");
     if c.routes.is_empty() {
-        p.error(&routes, "no routes configured: add a [[routes]] table with a providers list");
+        p.error(
+            &routes,
+            "no routes configured: add a [[routes]] table with a providers list",
+        );
         return;
     }
     let client_names: HashSet<&str> = c.clients.iter().map(|c| c.name.as_str()).collect();
@@ -174,9 +234,15 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
     for (i, route) in c.routes.iter().enumerate() {
         let path = routes.index(i);
         if !valid_name(&route.name) {
-            p.error(&path.key("name"), "route names may use letters, digits, '-' and '_' only");
+            p.error(
+                &path.key("name"),
+                "route names may use letters, digits, '-' and '_' only",
+            );
         } else if !names.insert(route.name.as_str()) {
-            p.error(&path.key("name"), format!("duplicate route name {:?}", route.name));
+            p.error(
+                &path.key("name"),
+                format!("duplicate route name {:?}", route.name),
+            );
         }
         if route.providers.is_empty() {
             p.error(&path.key("providers"), "needs at least one provider");
@@ -187,7 +253,10 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
             if !c.providers.contains_key(provider) {
                 p.error(
                     &ppath,
-                    format!("unknown provider {provider:?} (providers: {})", join(c.providers.keys())),
+                    format!(
+                        "unknown provider {provider:?} (providers: {})",
+                        join(c.providers.keys())
+                    ),
                 );
             } else if !seen.insert(provider.as_str()) {
                 p.error(&ppath, format!("provider {provider:?} is listed twice"));
@@ -199,13 +268,20 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
         {
             for (j, client) in clients.iter().enumerate() {
                 if !client_names.contains(client.as_str()) {
-                    p.error(&path.key("match").key("clients").index(j), format!("unknown client {client:?}"));
+                    p.error(
+                        &path.key("match").key("clients").index(j),
+                        format!("unknown client {client:?}"),
+                    );
                 }
             }
         }
     }
-    let catch_all = c.routes.iter().any(|r| r.matcher.as_ref().is_none_or(|m| m.matches_everything()));
-    let every_client_routed = !c.clients.is_empty() && c.clients.iter().all(|cl| cl.route.is_some());
+    let catch_all = c
+        .routes
+        .iter()
+        .any(|r| r.matcher.as_ref().is_none_or(|m| m.matches_everything()));
+    let every_client_routed =
+        !c.clients.is_empty() && c.clients.iter().all(|cl| cl.route.is_some());
     if !catch_all && !every_client_routed {
         p.error(
             &routes,
@@ -214,7 +290,10 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
     }
     for name in c.providers.keys() {
         if !used.contains(name.as_str()) {
-            p.warn(&KeyPath::root().key("providers").key(name), "provider is not used by any route");
+            p.warn(
+                &KeyPath::root().key("providers").key(name),
+                "provider is not used by any route",
+            );
         }
     }
 }
@@ -222,5 +301,9 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
 fn join<'a>(items: impl Iterator<Item = &'a (impl AsRef<str> + 'a + ?Sized)>) -> String {
     let mut v: Vec<&str> = items.map(|s| s.as_ref()).collect();
     v.sort_unstable();
-    if v.is_empty() { "none".to_string() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
 }

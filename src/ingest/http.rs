@@ -20,7 +20,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/messages", post(send))
         .route("/v1/messages/{id}", get(status))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .with_state(shared)
 }
 
@@ -33,22 +35,37 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        let mut resp = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }
 }
 
 fn reject(shared: &Shared, reason: &str, err: ApiError) -> ApiError {
-    shared.metrics.ingest_rejections.with_label_values(&["http", reason]).inc();
+    shared
+        .metrics
+        .ingest_rejections
+        .with_label_values(&["http", reason])
+        .inc();
     err
 }
 
@@ -57,27 +74,46 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, Api
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(key) = key else {
         return Err(reject(
             shared,
             "auth",
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <api key>` header"),
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing `Authorization: Bearer <api key>` header",
+            ),
         ));
     };
     match shared.runtime.load().client_by_key(key) {
         Some(client) => Ok(client.clone()),
-        None => Err(reject(shared, "auth", ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API key"))),
+        None => Err(reject(
+            shared,
+            "auth",
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API key"),
+        )),
     }
 }
 
-async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn send(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if shared.is_shutting_down() {
         return Err(reject(
             &shared,
             "shutting_down",
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "Baton is shutting down; try again shortly"),
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "Baton is shutting down; try again shortly",
+            ),
         ));
     }
     let client = authenticate(&shared, &headers)?;
@@ -94,7 +130,10 @@ async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("request body is larger than the message size limit ({})", server.max_message_size),
+                format!(
+                    "request body is larger than the message size limit ({})",
+                    server.max_message_size
+                ),
             ),
         )
     })?;
@@ -106,20 +145,48 @@ async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
                 return Err(reject(
                     &shared,
                     "invalid",
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "Idempotency-Key must be 1 to 255 visible ASCII characters"),
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    ),
                 ));
             }
         },
     };
-    let request: SendRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        reject(&shared, "invalid", ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("invalid JSON body: {e}")))
+    let mut json = serde_json::Deserializer::from_slice(&bytes);
+    let request: SendRequest = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." || path == "?" || e.inner().is_syntax() || e.inner().is_eof() {
+            format!("invalid JSON body: {}", e.inner())
+        } else {
+            format!("{path}: {}", e.inner())
+        };
+        reject(
+            &shared,
+            "invalid",
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message),
+        )
     })?;
     let id = new_message_id();
-    let composed = compose(request, &id, &server.hostname, max_size, server.max_recipients).map_err(|e| match e {
-        ComposeError::Invalid(m) => reject(&shared, "invalid", ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m)),
-        ComposeError::HeaderInjection(m) => {
-            reject(&shared, "header_injection", ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "header_injection", m))
-        }
+    let composed = compose(
+        request,
+        &id,
+        &server.hostname,
+        max_size,
+        server.max_recipients,
+    )
+    .map_err(|e| match e {
+        ComposeError::Invalid(m) => reject(
+            &shared,
+            "invalid",
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
+        ),
+        ComposeError::HeaderInjection(m) => reject(
+            &shared,
+            "header_injection",
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "header_injection", m),
+        ),
         ComposeError::TooLarge(limit) => reject(
             &shared,
             "too_large",
@@ -137,12 +204,28 @@ async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 "sender_not_allowed",
-                format!("client {:?} may not send from {}", client.name, composed.mail_from),
+                format!(
+                    "client {:?} may not send from {}",
+                    client.name, composed.mail_from
+                ),
             ),
         ));
     }
-    match accept(&shared, id, &client.name, Ingress::Http, composed, idempotency_key).await {
-        Ok((id, _new)) => Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "queued"}))).into_response()),
+    match accept(
+        &shared,
+        id,
+        &client.name,
+        Ingress::Http,
+        composed,
+        idempotency_key,
+    )
+    .await
+    {
+        Ok((id, _new)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "status": "queued"})),
+        )
+            .into_response()),
         Err(e) => {
             let (status, code) = match e {
                 IngestError::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, "spool_full"),
@@ -152,8 +235,16 @@ async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             if let IngestError::Internal(detail) = &e {
                 tracing::error!(error = %detail, "ingest failed");
             }
-            let message = if matches!(e, IngestError::Internal(_)) { "internal error; the message was not accepted".to_string() } else { e.to_string() };
-            Err(reject(&shared, e.reason(), ApiError::new(status, code, message)))
+            let message = if matches!(e, IngestError::Internal(_)) {
+                "internal error; the message was not accepted".to_string()
+            } else {
+                e.to_string()
+            };
+            Err(reject(
+                &shared,
+                e.reason(),
+                ApiError::new(status, code, message),
+            ))
         }
     }
 }
@@ -164,7 +255,11 @@ fn rfc3339(ms: u64) -> String {
 
 /// The public view of a spooled message.
 pub fn status_json(r: &MessageRecord) -> serde_json::Value {
-    let status = if r.status == MessageStatus::Queued && !r.attempts.is_empty() { MessageStatus::Delivering } else { r.status };
+    let status = if r.status == MessageStatus::Queued && !r.attempts.is_empty() {
+        MessageStatus::Delivering
+    } else {
+        r.status
+    };
     json!({
         "id": r.id,
         "status": status.as_str(),
@@ -188,7 +283,11 @@ pub fn status_json(r: &MessageRecord) -> serde_json::Value {
     })
 }
 
-async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let client = authenticate(&shared, &headers)?;
     let spool = shared.spool.clone();
     let record = tokio::task::spawn_blocking(move || spool.get(&id))
@@ -198,6 +297,10 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id):
     match record {
         // Another client's message is indistinguishable from a missing one.
         Some(r) if r.client == client.name => Ok(Json(status_json(&r)).into_response()),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no message with this id for this client")),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no message with this id for this client",
+        )),
     }
 }

@@ -33,7 +33,10 @@ pub enum MessageStatus {
 
 impl MessageStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, MessageStatus::Delivered | MessageStatus::PartiallyDelivered | MessageStatus::Failed)
+        matches!(
+            self,
+            MessageStatus::Delivered | MessageStatus::PartiallyDelivered | MessageStatus::Failed
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,7 +112,10 @@ pub struct MessageRecord {
 
 impl MessageRecord {
     pub fn pending(&self) -> impl Iterator<Item = (usize, &Recipient)> {
-        self.recipients.iter().enumerate().filter(|(_, r)| r.status == RecipientStatus::Pending)
+        self.recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == RecipientStatus::Pending)
     }
 
     pub fn has_pending(&self) -> bool {
@@ -118,7 +124,11 @@ impl MessageRecord {
 
     /// The final status once no recipient is pending.
     pub fn final_status(&self) -> MessageStatus {
-        let delivered = self.recipients.iter().filter(|r| r.status == RecipientStatus::Delivered).count();
+        let delivered = self
+            .recipients
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Delivered)
+            .count();
         if delivered == self.recipients.len() {
             MessageStatus::Delivered
         } else if delivered > 0 {

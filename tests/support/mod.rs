@@ -1,1 +1,3 @@
+pub mod baton;
 pub mod mock_smtp;
+pub mod process;

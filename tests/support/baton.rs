@@ -1,0 +1,224 @@
+#![allow(dead_code)]
+//! Starts a real Baton (in this process, on ephemeral 127.0.0.1 ports, spool in a temp dir) and
+//! talks to it over HTTP like a client would.
+
+use super::mock_smtp::MockSmtp;
+use baton::app::Running;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "test-api-key-0123456789";
+pub const OTHER_KEY: &str = "other-api-key-0123456789";
+/// Generous: the machines are small and noisy.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Default clients: "app" may send from *@example.com, "other" from *@example.org.
+pub const CLIENTS: &str = r#"
+[[clients]]
+name = "app"
+api_keys = ["test-api-key-0123456789"]
+allowed_senders = ["*@example.com"]
+
+[[clients]]
+name = "other"
+api_keys = ["other-api-key-0123456789"]
+allowed_senders = ["*@example.org"]
+"#;
+
+/// A `[providers.NAME]` table for an SMTP provider pointing at a mock.
+pub fn smtp_provider(name: &str, mock: &MockSmtp, extra: &str) -> String {
+    format!(
+        "\n[providers.{name}]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"2s\"\n{extra}\n",
+        mock.port()
+    )
+}
+
+/// The whole config file text: server and spool sections for `dir`, then `body`
+/// (providers, routes, retry…; the default clients are added unless `body` has its own).
+pub fn config_text(dir: &Path, spool_extra: &str, body: &str) -> String {
+    let clients = if body.contains("[[clients]]") {
+        ""
+    } else {
+        CLIENTS
+    };
+    format!(
+        r#"[server]
+hostname = "baton.test"
+http_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[spool]
+dir = "{}"
+{spool_extra}
+{clients}
+{body}
+"#,
+        dir.join("spool").display()
+    )
+}
+
+pub struct Baton {
+    running: Option<Running>,
+    pub base: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Baton {
+    pub async fn start(body: &str) -> Baton {
+        Baton::start_with(body, "").await
+    }
+
+    pub async fn start_with(body: &str, spool_extra: &str) -> Baton {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut b = Baton::start_in(&dir, body, spool_extra).await;
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// Starts on an existing directory (for restarts: the spool is kept).
+    pub async fn start_in(dir: &Path, body: &str, spool_extra: &str) -> Baton {
+        let text = config_text(dir, spool_extra, body);
+        let loaded = baton::config::load_str(&text, "test.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
+        let running = baton::app::start(loaded).await.expect("baton starts");
+        Baton {
+            base: format!("http://{}", running.http_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running: Some(running),
+            http: reqwest::Client::new(),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    /// Graceful stop (like SIGTERM); the temp dir is kept until the value is dropped.
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+
+    pub fn shared(&self) -> &baton::app::Shared {
+        &self.running.as_ref().expect("running").shared
+    }
+
+    pub async fn post(
+        &self,
+        key: Option<&str>,
+        idempotency: Option<&str>,
+        body: String,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/messages", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        if let Some(i) = idempotency {
+            req = req.header("idempotency-key", i);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Sends a message as client "app"; asserts 202 and returns the id.
+    pub async fn send(&self, msg: Value) -> String {
+        let (status, body) = self.post(Some(KEY), None, msg.to_string()).await;
+        assert_eq!(status, 202, "send failed: {body}");
+        assert_eq!(body["status"], "queued");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn status_as(&self, key: &str, id: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}/v1/messages/{id}", self.base))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        let (code, v) = self.status_as(KEY, id).await;
+        assert_eq!(code, 200, "status of {id}: {v}");
+        v
+    }
+
+    /// Waits until the message's status satisfies `done`; panics with the last status after the deadline.
+    pub async fn wait_status(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status(id).await;
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what}; last status: {s:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the message is finished (delivered, partially_delivered or failed).
+    pub async fn wait_final(&self, id: &str) -> Value {
+        self.wait_status(id, "a final status", |s| {
+            matches!(
+                s["status"].as_str(),
+                Some("delivered" | "partially_delivered" | "failed")
+            )
+        })
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Value of one series, e.g. `metric(&m, "baton_failovers_total", &[("from","a")])`; 0 if absent.
+    pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    }
+}
+
+/// A small valid message from the "app" client.
+pub fn message(to: &[&str], subject: &str) -> Value {
+    serde_json::json!({"from": "App <app@example.com>", "to": to, "subject": subject, "text": "hello"})
+}
