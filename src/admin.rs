@@ -13,12 +13,8 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    let admin = Router::new()
-        .route("/queue", get(queue))
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            require_token,
-        ));
+    let admin =
+        Router::new().route("/queue", get(queue)).layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -40,27 +36,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let now = now_ms();
     let stats = shared.queue.stats(now);
     let m = &shared.metrics;
-    m.queue_messages
-        .with_label_values(&["ready"])
-        .set(stats.ready as i64);
-    m.queue_messages
-        .with_label_values(&["scheduled"])
-        .set(stats.scheduled as i64);
-    m.queue_messages
-        .with_label_values(&["in_flight"])
-        .set(stats.in_flight as i64);
-    m.queue_oldest_age.set(
-        stats
-            .oldest_created_ms
-            .map(|c| now.saturating_sub(c) / 1000)
-            .unwrap_or(0) as i64,
-    );
+    m.queue_messages.with_label_values(&["ready"]).set(stats.ready as i64);
+    m.queue_messages.with_label_values(&["scheduled"]).set(stats.scheduled as i64);
+    m.queue_messages.with_label_values(&["in_flight"]).set(stats.in_flight as i64);
+    m.queue_oldest_age.set(stats.oldest_created_ms.map(|c| now.saturating_sub(c) / 1000).unwrap_or(0) as i64);
     m.spool_bytes.set(shared.spool.bytes() as i64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
 async fn queue(State(shared): State<Arc<Shared>>) -> Response {
@@ -77,14 +58,7 @@ async fn queue(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn require_token(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let expected = shared
-        .runtime
-        .load()
-        .config
-        .server
-        .admin_token
-        .clone()
-        .filter(|t| !t.is_empty());
+    let expected = shared.runtime.load().config.server.admin_token.clone().filter(|t| !t.is_empty());
     if let Some(expected) = expected {
         let given = req
             .headers()

@@ -35,15 +35,9 @@ impl Shared {
 
     /// Remembers a finished message so the sweeper removes it after `spool.keep_completed`.
     pub fn retain_completed(&self, record: &MessageRecord) {
-        let idem = record
-            .idempotency_key
-            .as_ref()
-            .map(|k| idempotency_entry(&record.client, k));
+        let idem = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
         let at = record.completed_ms.unwrap_or_else(now_ms);
-        self.retention
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((at, record.id.clone(), idem));
+        self.retention.lock().unwrap_or_else(|e| e.into_inner()).push_back((at, record.id.clone(), idem));
     }
 }
 
@@ -54,17 +48,15 @@ pub enum StartError {
     #[error("cannot open spool: {0}")]
     Spool(#[from] crate::spool::SpoolError),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Listen {
-        what: &'static str,
-        addr: String,
-        source: std::io::Error,
-    },
+    Listen { what: &'static str, addr: String, source: std::io::Error },
 }
 
 /// A running Baton.
 pub struct Running {
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub smtp_addr: Option<SocketAddr>,
+    pub smtps_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: CancellationToken,
     done: JoinHandle<()>,
@@ -88,13 +80,7 @@ impl Running {
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            what,
-            addr: addr.to_string(),
-            source,
-        })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Listen { what, addr: addr.to_string(), source })
 }
 
 pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
@@ -107,8 +93,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         metrics.init_series(&clients, &providers, &routes);
     }
-    let (spool, recovered) =
-        Spool::open(&config.spool.dir, config.spool.max_bytes.0, metrics.clone())?;
+    let (spool, recovered) = Spool::open(&config.spool.dir, config.spool.max_bytes.0, metrics.clone())?;
     let queue = Queue::default();
     for r in &recovered.pending {
         queue.schedule(&r.id, r.next_attempt_ms, r.created_ms);
@@ -119,12 +104,23 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
 
     let http_listener = bind("server.http_listen", &config.server.http_listen).await?;
     let admin_listener = bind("server.admin_listen", &config.server.admin_listen).await?;
-    let http_addr = http_listener
-        .local_addr()
-        .expect("bound socket has an address");
-    let admin_addr = admin_listener
-        .local_addr()
-        .expect("bound socket has an address");
+    let smtp_listener = match &config.server.smtp_listen {
+        Some(a) => Some(bind("server.smtp_listen", a).await?),
+        None => None,
+    };
+    let smtps_listener = match &config.server.smtps_listen {
+        Some(a) => Some(bind("server.smtps_listen", a).await?),
+        None => None,
+    };
+    if smtp_listener.is_some() && config.server.tls.is_none() {
+        tracing::warn!(
+            "no [server.tls]: STARTTLS is not offered and SMTP AUTH is accepted only on loopback connections"
+        );
+    }
+    let smtp_addr = smtp_listener.as_ref().map(|l| l.local_addr().expect("bound socket has an address"));
+    let smtps_addr = smtps_listener.as_ref().map(|l| l.local_addr().expect("bound socket has an address"));
+    let http_addr = http_listener.local_addr().expect("bound socket has an address");
+    let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
     let grace = config.server.shutdown_grace.0;
     let keep_completed = config.spool.keep_completed.0;
 
@@ -135,12 +131,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         queue,
         metrics,
         stop: stop.clone(),
-        retention: Mutex::new(
-            completed
-                .into_iter()
-                .map(|(id, at, idem)| (at, id, idem))
-                .collect(),
-        ),
+        retention: Mutex::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem)).collect()),
     });
 
     let http_task = tokio::spawn(
@@ -154,20 +145,34 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
             .with_graceful_shutdown(admin_stop.clone().cancelled_owned())
             .into_future(),
     );
+    let mut smtp_tasks = Vec::new();
+    for (listener, implicit_tls) in [(smtp_listener, false), (smtps_listener, true)] {
+        if let Some(listener) = listener {
+            smtp_tasks.push(tokio::spawn(ingest::smtp::serve(listener, shared.clone(), implicit_tls, stop.clone())));
+        }
+    }
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
-    let sweeper = tokio::spawn(sweep_completed(
-        shared.clone(),
-        keep_completed,
-        stop.clone(),
-    ));
-    tracing::info!(http = %http_addr, admin = %admin_addr, "baton listening");
+    let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
+    tracing::info!(
+        http = %http_addr,
+        admin = %admin_addr,
+        smtp = smtp_addr.map(|a| a.to_string()),
+        smtps = smtps_addr.map(|a| a.to_string()),
+        "baton listening"
+    );
 
     let done_shared = shared.clone();
     let done_stop = stop.clone();
     let done = tokio::spawn(async move {
         done_stop.cancelled().await;
         tracing::info!("shutting down: no new messages accepted");
-        if tokio::time::timeout(grace, http_task).await.is_err() {
+        let listeners = async {
+            let _ = http_task.await;
+            for t in smtp_tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(grace, listeners).await.is_err() {
             tracing::warn!("HTTP connections still open after the grace period; closing them");
         }
         let _ = dispatcher.await;
@@ -178,20 +183,12 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let _ = admin_task.await;
         tracing::info!("shutdown complete");
     });
-    Ok(Running {
-        http_addr,
-        admin_addr,
-        shared,
-        stop,
-        done,
-    })
+    Ok(Running { http_addr, admin_addr, smtp_addr, smtps_addr, shared, stop, done })
 }
 
 /// Removes finished messages from the spool once `keep_completed` has passed.
 async fn sweep_completed(shared: Arc<Shared>, keep: Duration, stop: CancellationToken) {
-    let period = keep
-        .min(Duration::from_secs(60))
-        .max(Duration::from_millis(100));
+    let period = keep.min(Duration::from_secs(60)).max(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

@@ -13,3 +13,4 @@ pub mod outcome;
 pub mod provider;
 pub mod runtime;
 pub mod spool;
+pub mod tls;

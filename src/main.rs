@@ -7,12 +7,7 @@ use std::process::ExitCode;
 #[command(name = "baton", version, about = "Multi-provider email failover relay")]
 struct Cli {
     /// Config file.
-    #[arg(
-        long,
-        global = true,
-        env = "BATON_CONFIG",
-        default_value = "config/baton.toml"
-    )]
+    #[arg(long, global = true, env = "BATON_CONFIG", default_value = "config/baton.toml")]
     config: PathBuf,
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -93,10 +88,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             runtime.block_on(serve(loaded))
         }
     }

@@ -3,8 +3,7 @@
 
 use crate::outcome::OutcomeClass;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -39,24 +38,13 @@ pub const REJECTION_REASONS: [&str; 8] = [
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
     c
 }
 
-fn histogram(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-    buckets: Vec<f64>,
-) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("unique metric");
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("unique metric");
     h
 }
 
@@ -65,78 +53,39 @@ impl Metrics {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         {
-            let _ = registry.register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ));
+            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
-        let latency_buckets = vec![
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-        ];
-        let commit_buckets = vec![
-            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
-        ];
-        let queue_messages = IntGaugeVec::new(
-            Opts::new(
-                "baton_queue_messages",
-                "Messages in the spool by queue state",
-            ),
-            &["state"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(queue_messages.clone()))
-            .expect("unique metric");
+        let latency_buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+        let commit_buckets = vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
+        let queue_messages =
+            IntGaugeVec::new(Opts::new("baton_queue_messages", "Messages in the spool by queue state"), &["state"])
+                .expect("valid metric");
+        registry.register(Box::new(queue_messages.clone())).expect("unique metric");
         let queue_oldest_age = IntGauge::new(
             "baton_queue_oldest_message_age_seconds",
             "Age of the oldest message that still has undelivered recipients",
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(queue_oldest_age.clone()))
-            .expect("unique metric");
-        let spool_bytes = IntGauge::new(
-            "baton_spool_bytes",
-            "Bytes of message data waiting in the spool",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(spool_bytes.clone()))
-            .expect("unique metric");
+        registry.register(Box::new(queue_oldest_age.clone())).expect("unique metric");
+        let spool_bytes =
+            IntGauge::new("baton_spool_bytes", "Bytes of message data waiting in the spool").expect("valid metric");
+        registry.register(Box::new(spool_bytes.clone())).expect("unique metric");
         let spool_commit_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "baton_spool_commit_duration_seconds",
-                "Duration of one spool commit (with fsync)",
-            )
-            .buckets(commit_buckets),
+            HistogramOpts::new("baton_spool_commit_duration_seconds", "Duration of one spool commit (with fsync)")
+                .buckets(commit_buckets),
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(spool_commit_duration.clone()))
-            .expect("unique metric");
+        registry.register(Box::new(spool_commit_duration.clone())).expect("unique metric");
         let spool_commit_batch_size = Histogram::with_opts(
-            HistogramOpts::new(
-                "baton_spool_commit_batch_size",
-                "Requests committed together in one spool commit",
-            )
-            .buckets(vec![
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
-            ]),
+            HistogramOpts::new("baton_spool_commit_batch_size", "Requests committed together in one spool commit")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0]),
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(spool_commit_batch_size.clone()))
-            .expect("unique metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new("baton_build_info", "Baton build information"),
-            &["version"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("unique metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        registry.register(Box::new(spool_commit_batch_size.clone())).expect("unique metric");
+        let build_info = IntGaugeVec::new(Opts::new("baton_build_info", "Baton build information"), &["version"])
+            .expect("valid metric");
+        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         Metrics {
             messages_received: counter(
@@ -157,12 +106,7 @@ impl Metrics {
                 "Delivery attempts by provider and outcome class",
                 &["provider", "outcome"],
             ),
-            recipients: counter(
-                &registry,
-                "baton_recipients_total",
-                "Recipients finished",
-                &["provider", "status"],
-            ),
+            recipients: counter(&registry, "baton_recipients_total", "Recipients finished", &["provider", "status"]),
             failovers: counter(
                 &registry,
                 "baton_failovers_total",
@@ -211,8 +155,7 @@ impl Metrics {
         }
         for provider in providers {
             for class in OutcomeClass::ALL {
-                self.delivery_attempts
-                    .with_label_values(&[provider, class.as_str()]);
+                self.delivery_attempts.with_label_values(&[provider, class.as_str()]);
             }
             for status in ["delivered", "rejected", "failed"] {
                 self.recipients.with_label_values(&[provider, status]);

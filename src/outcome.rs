@@ -46,10 +46,7 @@ impl OutcomeClass {
     pub fn is_provider_failure(self) -> bool {
         matches!(
             self,
-            OutcomeClass::Transient
-                | OutcomeClass::RateLimited
-                | OutcomeClass::Account
-                | OutcomeClass::BadRequest
+            OutcomeClass::Transient | OutcomeClass::RateLimited | OutcomeClass::Account | OutcomeClass::BadRequest
         )
     }
 }
@@ -84,20 +81,11 @@ pub struct SendReport {
 
 impl SendReport {
     /// Every recipient delivered.
-    pub fn delivered(
-        recipients: usize,
-        provider_message_id: Option<String>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn delivered(recipients: usize, provider_message_id: Option<String>, detail: impl Into<String>) -> Self {
         SendReport {
             class: OutcomeClass::Accepted,
             detail: detail.into(),
-            recipients: vec![
-                RecipientResult::Delivered {
-                    provider_message_id
-                };
-                recipients
-            ],
+            recipients: vec![RecipientResult::Delivered { provider_message_id }; recipients],
             retry_after: None,
             possible_duplicate: false,
         }
@@ -118,10 +106,7 @@ impl SendReport {
 /// Trims a provider's reply for storage in attempt records and logs.
 pub fn truncate_detail(text: &str) -> String {
     const MAX: usize = 300;
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let clean = clean.trim();
     if clean.len() <= MAX {
         return clean.to_string();

@@ -31,17 +31,9 @@ pub struct Route {
 
 impl Route {
     fn matches(&self, client: &str, sender: &str, stream: Option<&str>) -> bool {
-        self.senders
-            .as_ref()
-            .is_none_or(|s| s.iter().any(|p| p.matches(sender)))
-            && self
-                .streams
-                .as_ref()
-                .is_none_or(|s| stream.is_some_and(|st| s.iter().any(|x| x == st)))
-            && self
-                .clients
-                .as_ref()
-                .is_none_or(|c| c.iter().any(|x| x == client))
+        self.senders.as_ref().is_none_or(|s| s.iter().any(|p| p.matches(sender)))
+            && self.streams.as_ref().is_none_or(|s| stream.is_some_and(|st| s.iter().any(|x| x == st)))
+            && self.clients.as_ref().is_none_or(|c| c.iter().any(|x| x == client))
     }
 }
 
@@ -49,14 +41,18 @@ pub struct Runtime {
     pub config: Config,
     clients_by_key: HashMap<String, Arc<Client>>,
     clients: HashMap<String, Arc<Client>>,
+    /// SMTP username → (password, client).
+    smtp_logins: HashMap<String, (String, Arc<Client>)>,
+    /// Networks whose SMTP connections need no AUTH, in config order.
+    networks: Vec<(ipnet::IpNet, Arc<Client>)>,
+    /// STARTTLS / smtps certificate, when `[server.tls]` is set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub providers: HashMap<String, Arc<dyn Provider>>,
     pub routes: Vec<Route>,
 }
 
 fn patterns(list: &[String]) -> Vec<WildMatch> {
-    list.iter()
-        .map(|p| WildMatch::new_case_insensitive(p))
-        .collect()
+    list.iter().map(|p| WildMatch::new_case_insensitive(p)).collect()
 }
 
 impl Runtime {
@@ -64,6 +60,8 @@ impl Runtime {
         let config = loaded.config.clone();
         let mut clients_by_key = HashMap::new();
         let mut clients = HashMap::new();
+        let mut smtp_logins = HashMap::new();
+        let mut networks = Vec::new();
         for c in &config.clients {
             let client = Arc::new(Client {
                 name: c.name.clone(),
@@ -72,6 +70,16 @@ impl Runtime {
             });
             for key in &c.api_keys {
                 clients_by_key.insert(key.clone(), client.clone());
+            }
+            for user in &c.smtp_users {
+                smtp_logins.insert(user.username.clone(), (user.password.clone(), client.clone()));
+            }
+            for net in &c.allowed_networks {
+                let parsed = net
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{}: clients.{}: invalid network {net:?}", loaded.source, c.name))?;
+                networks.push((parsed, client.clone()));
             }
             clients.insert(c.name.clone(), client);
         }
@@ -95,18 +103,34 @@ impl Runtime {
                 }
             })
             .collect();
-        Ok(Runtime {
-            config,
-            clients_by_key,
-            clients,
-            providers,
-            routes,
-        })
+        let tls = match &config.server.tls {
+            Some(t) => {
+                Some(crate::tls::acceptor(&t.cert, &t.key).map_err(|e| format!("{}: server.tls: {e}", loaded.source))?)
+            }
+            None => None,
+        };
+        Ok(Runtime { config, clients_by_key, clients, smtp_logins, networks, tls, providers, routes })
     }
 
     /// The client an API key belongs to.
     pub fn client_by_key(&self, key: &str) -> Option<&Arc<Client>> {
         self.clients_by_key.get(key)
+    }
+
+    /// The client an SMTP login belongs to, if the password matches (compared in constant time).
+    pub fn client_by_smtp_login(&self, username: &str, password: &str) -> Option<&Arc<Client>> {
+        use subtle::ConstantTimeEq;
+        let (expected, client) = self.smtp_logins.get(username)?;
+        bool::from(expected.as_bytes().ct_eq(password.as_bytes())).then_some(client)
+    }
+
+    /// The client whose `allowed_networks` contain `ip` (first match in config order).
+    pub fn client_by_network(&self, ip: std::net::IpAddr) -> Option<&Arc<Client>> {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.networks.iter().find(|(net, _)| net.contains(&ip)).map(|(_, c)| c)
     }
 
     pub fn client(&self, name: &str) -> Option<&Arc<Client>> {
@@ -118,8 +142,6 @@ impl Runtime {
         if let Some(name) = self.client(client).and_then(|c| c.route.as_deref()) {
             return self.routes.iter().find(|r| r.name == name);
         }
-        self.routes
-            .iter()
-            .find(|r| r.matches(client, sender, stream))
+        self.routes.iter().find(|r| r.matches(client, sender, stream))
     }
 }

@@ -40,16 +40,10 @@ fn check(dir: &Path, text: &str, env: &[(&str, &str)]) -> (bool, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout))
 }
 
-const ENV: [(&str, &str); 2] = [
-    ("BILLING_API_KEY", "billing-key-0123456789"),
-    ("PRIMARY_PASSWORD", "hunter2-secret"),
-];
+const ENV: [(&str, &str); 2] = [("BILLING_API_KEY", "billing-key-0123456789"), ("PRIMARY_PASSWORD", "hunter2-secret")];
 
 #[test]
 fn the_shipped_configs_are_valid() {
@@ -60,11 +54,7 @@ fn the_shipped_configs_are_valid() {
         .env_remove("BATON_CONFIG")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "config/baton.toml: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "config/baton.toml: {}", String::from_utf8_lossy(&out.stderr));
     let example_env = [
         ("BATON_ADMIN_TOKEN", "admin-token-0123456789"),
         ("BILLING_API_KEY", "billing-key-0123456789"),
@@ -80,11 +70,7 @@ fn the_shipped_configs_are_valid() {
         .envs(example_env)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "config/example.toml: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "config/example.toml: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -111,26 +97,15 @@ fn invalid_configs_are_reported_with_line_and_key() {
     let cases: Vec<(&str, String, &[&str])> = vec![
         (
             "unknown provider in route",
-            VALID.replace(
-                "providers = [\"primary\", \"outbox\"]",
-                "providers = [\"primery\", \"outbox\"]",
-            ),
-            &[
-                ":25:",
-                "routes[0].providers[0]",
-                "unknown provider \"primery\"",
-            ],
+            VALID.replace("providers = [\"primary\", \"outbox\"]", "providers = [\"primery\", \"outbox\"]"),
+            &[":25:", "routes[0].providers[0]", "unknown provider \"primery\""],
         ),
         (
             "typo in key",
             VALID.replace("port = 587", "prot = 587"),
             &[":14:", "providers.primary.prot", "unknown field"],
         ),
-        (
-            "unknown provider type",
-            VALID.replace("type = \"file\"", "type = \"mandril\""),
-            &[":20:", "mandril"],
-        ),
+        ("unknown provider type", VALID.replace("type = \"file\"", "type = \"mandril\""), &[":20:", "mandril"]),
         (
             "bad listen address",
             VALID.replace("127.0.0.1:9090", "localhost"),
@@ -181,17 +156,10 @@ fn invalid_configs_are_reported_with_line_and_key() {
         ),
         (
             "bad duration",
-            VALID.replace(
-                "tls = \"starttls\"",
-                "tls = \"starttls\"\ntimeout = \"soon\"",
-            ),
+            VALID.replace("tls = \"starttls\"", "tls = \"starttls\"\ntimeout = \"soon\""),
             &[":16", "invalid duration"],
         ),
-        (
-            "syntax error",
-            VALID.replace("[[routes]]", "[[routes]"),
-            &[":23:", "syntax"],
-        ),
+        ("syntax error", VALID.replace("[[routes]]", "[[routes]"), &[":23:", "syntax"]),
         (
             "no providers in route",
             VALID.replace("providers = [\"primary\", \"outbox\"]", "providers = []"),
@@ -202,15 +170,9 @@ fn invalid_configs_are_reported_with_line_and_key() {
         let (ok, out) = check(dir.path(), &text, &ENV);
         assert!(!ok, "{name}: should fail\n{out}");
         for needle in needles {
-            assert!(
-                out.contains(needle),
-                "{name}: report should contain {needle:?}:\n{out}"
-            );
+            assert!(out.contains(needle), "{name}: report should contain {needle:?}:\n{out}");
         }
-        assert!(
-            out.contains("baton.toml"),
-            "{name}: report names the file:\n{out}"
-        );
+        assert!(out.contains("baton.toml"), "{name}: report names the file:\n{out}");
         assert!(
             !out.contains("hunter2-secret") && !out.contains("billing-key-0123456789"),
             "{name}: secrets leaked:\n{out}"
@@ -221,23 +183,10 @@ fn invalid_configs_are_reported_with_line_and_key() {
 #[test]
 fn missing_env_vars_are_named_with_their_line() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out) = check(
-        dir.path(),
-        VALID,
-        &[("BILLING_API_KEY", "billing-key-0123456789")],
-    );
+    let (ok, out) = check(dir.path(), VALID, &[("BILLING_API_KEY", "billing-key-0123456789")]);
     assert!(!ok);
-    assert!(
-        out.contains(
-            ":17: providers.primary.password: environment variable PRIMARY_PASSWORD is not set"
-        ),
-        "{out}"
-    );
-    assert_eq!(
-        out.matches("error:").count(),
-        1,
-        "one problem, no follow-on noise:\n{out}"
-    );
+    assert!(out.contains(":17: providers.primary.password: environment variable PRIMARY_PASSWORD is not set"), "{out}");
+    assert_eq!(out.matches("error:").count(), 1, "one problem, no follow-on noise:\n{out}");
 }
 
 #[test]
@@ -245,12 +194,8 @@ fn serve_refuses_an_invalid_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, VALID.replace("[[routes]]", "[[routes]")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .envs(ENV)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_baton")).args(["serve", "--config"]).arg(&path).envs(ENV).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:23:"));
 }

@@ -6,12 +6,7 @@ use serde_json::Value;
 use support::baton::{Baton, DEADLINE, message, smtp_provider};
 use support::mock_smtp::{MockSmtp, Stage};
 
-fn two_provider_route(
-    primary: &MockSmtp,
-    primary_extra: &str,
-    backup: &MockSmtp,
-    retry: &str,
-) -> String {
+fn two_provider_route(primary: &MockSmtp, primary_extra: &str, backup: &MockSmtp, retry: &str) -> String {
     format!(
         "{}{}\n[retry]\nschedule = [{retry}]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n",
         smtp_provider("primary", primary, primary_extra),
@@ -33,25 +28,14 @@ async fn delivers_through_the_primary() {
     let primary = MockSmtp::start().await;
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&two_provider_route(&primary, "", &backup, "\"10s\"")).await;
-    let id = baton
-        .send(message(
-            &["alice@example.net", "bob@example.net"],
-            "Reset your password",
-        ))
-        .await;
+    let id = baton.send(message(&["alice@example.net", "bob@example.net"], "Reset your password")).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "delivered", "{status:#}");
     let got = primary.wait_for_messages(1, DEADLINE).await;
     assert_eq!(got[0].mail_from, "app@example.com");
     assert_eq!(got[0].rcpts, vec!["alice@example.net", "bob@example.net"]);
-    assert_eq!(
-        got[0].message_id().as_deref(),
-        Some(format!("<{id}@baton.test>").as_str())
-    );
-    assert_eq!(
-        got[0].header("Subject").as_deref(),
-        Some("Reset your password")
-    );
+    assert_eq!(got[0].message_id().as_deref(), Some(format!("<{id}@baton.test>").as_str()));
+    assert_eq!(got[0].header("Subject").as_deref(), Some("Reset your password"));
     for r in status["recipients"].as_array().unwrap() {
         assert_eq!(r["status"], "delivered");
         assert_eq!(r["provider"], "primary");
@@ -60,57 +44,28 @@ async fn delivers_through_the_primary() {
     assert_eq!(backup.commands_seen("MAIL"), 0, "backup must not be tried");
     let m = baton.metrics().await;
     assert_eq!(
-        Baton::metric(
-            &m,
-            "baton_delivery_attempts_total",
-            &[("provider", "primary"), ("outcome", "accepted")]
-        ),
+        Baton::metric(&m, "baton_delivery_attempts_total", &[("provider", "primary"), ("outcome", "accepted")]),
         1.0
     );
     assert_eq!(Baton::metric(&m, "baton_failovers_total", &[]), 0.0);
-    assert_eq!(
-        Baton::metric(
-            &m,
-            "baton_messages_received_total",
-            &[("ingress", "http"), ("client", "app")]
-        ),
-        1.0
-    );
+    assert_eq!(Baton::metric(&m, "baton_messages_received_total", &[("ingress", "http"), ("client", "app")]), 1.0);
 }
 
 /// Each provider-level failure moves the message to the backup within the same pass.
-async fn failover_case(
-    name: &str,
-    primary_extra: &str,
-    script: impl Fn(&MockSmtp),
-    expected: &str,
-) {
+async fn failover_case(name: &str, primary_extra: &str, script: impl Fn(&MockSmtp), expected: &str) {
     let primary = MockSmtp::start().await;
     script(&primary);
     let backup = MockSmtp::start().await;
     // A long retry delay: delivery must not wait for a retry, it must fail over at once.
-    let baton = Baton::start(&two_provider_route(
-        &primary,
-        primary_extra,
-        &backup,
-        "\"1h\"",
-    ))
-    .await;
+    let baton = Baton::start(&two_provider_route(&primary, primary_extra, &backup, "\"1h\"")).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(
-            baton
-                .send(message(&["alice@example.net"], &format!("{name} {i}")))
-                .await,
-        );
+        ids.push(baton.send(message(&["alice@example.net"], &format!("{name} {i}"))).await);
     }
     for id in &ids {
         let status = baton.wait_final(id).await;
         assert_eq!(status["status"], "delivered", "{name}: {status:#}");
-        assert_eq!(
-            status["recipients"][0]["provider"], "backup",
-            "{name}: {status:#}"
-        );
+        assert_eq!(status["recipients"][0]["provider"], "backup", "{name}: {status:#}");
         let attempts = status["attempts"].as_array().unwrap();
         assert_eq!(attempts[0]["provider"], "primary", "{name}");
         assert_eq!(attempts[0]["outcome"], expected, "{name}: {status:#}");
@@ -120,34 +75,13 @@ async fn failover_case(
     let got = backup.wait_for_messages(3, DEADLINE).await;
     let mut subjects: Vec<String> = got.iter().map(|m| m.header("Subject").unwrap()).collect();
     subjects.sort();
-    assert_eq!(
-        subjects,
-        vec![
-            format!("{name} 0"),
-            format!("{name} 1"),
-            format!("{name} 2")
-        ],
-        "each exactly once"
-    );
+    assert_eq!(subjects, vec![format!("{name} 0"), format!("{name} 1"), format!("{name} 2")], "each exactly once");
     assert_eq!(primary.message_count(), 0);
     let m = baton.metrics().await;
-    let labels = [
-        ("route", "default"),
-        ("from", "primary"),
-        ("to", "backup"),
-        ("reason", expected),
-    ];
+    let labels = [("route", "default"), ("from", "primary"), ("to", "backup"), ("reason", expected)];
+    assert_eq!(Baton::metric(&m, "baton_failovers_total", &labels), 3.0, "{name}");
     assert_eq!(
-        Baton::metric(&m, "baton_failovers_total", &labels),
-        3.0,
-        "{name}"
-    );
-    assert_eq!(
-        Baton::metric(
-            &m,
-            "baton_delivery_attempts_total",
-            &[("provider", "primary"), ("outcome", expected)]
-        ),
+        Baton::metric(&m, "baton_delivery_attempts_total", &[("provider", "primary"), ("outcome", expected)]),
         3.0
     );
 }
@@ -171,12 +105,7 @@ async fn fails_over_when_the_account_is_suspended() {
     failover_case(
         "suspended",
         "",
-        |m| {
-            m.set_reply(
-                Stage::EndOfData,
-                Some("554 5.7.1 Your account has been suspended".into()),
-            )
-        },
+        |m| m.set_reply(Stage::EndOfData, Some("554 5.7.1 Your account has been suspended".into())),
         "account",
     )
     .await;
@@ -187,12 +116,7 @@ async fn fails_over_on_temporary_failure() {
     failover_case(
         "451",
         "",
-        |m| {
-            m.set_reply(
-                Stage::Mail,
-                Some("451 4.3.0 Temporary local problem".into()),
-            )
-        },
+        |m| m.set_reply(Stage::Mail, Some("451 4.3.0 Temporary local problem".into())),
         "transient",
     )
     .await;
@@ -203,12 +127,7 @@ async fn fails_over_on_rate_limit() {
     failover_case(
         "throttled",
         "",
-        |m| {
-            m.set_reply(
-                Stage::Mail,
-                Some("454 4.7.0 Throttling failure: Maximum sending rate exceeded".into()),
-            )
-        },
+        |m| m.set_reply(Stage::Mail, Some("454 4.7.0 Throttling failure: Maximum sending rate exceeded".into())),
         "rate_limited",
     )
     .await;
@@ -216,32 +135,20 @@ async fn fails_over_on_rate_limit() {
 
 #[tokio::test]
 async fn fails_over_when_the_primary_hangs() {
-    failover_case(
-        "hang",
-        "",
-        |m| m.set_hang(Some(Stage::Greeting)),
-        "transient",
-    )
-    .await;
+    failover_case("hang", "", |m| m.set_hang(Some(Stage::Greeting)), "transient").await;
 }
 
 #[tokio::test]
 async fn fails_over_when_the_primary_is_unreachable() {
     // A port that was just free: connection refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let backup = MockSmtp::start().await;
     let body = format!(
         "[providers.primary]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {closed}\ntls = \"none\"\n{}\n[retry]\nschedule = [\"1h\"]\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n",
         smtp_provider("backup", &backup, "")
     );
     let baton = Baton::start(&body).await;
-    let id = baton
-        .send(message(&["alice@example.net"], "unreachable"))
-        .await;
+    let id = baton.send(message(&["alice@example.net"], "unreachable")).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["recipients"][0]["provider"], "backup", "{status:#}");
     assert_eq!(status["attempts"][0]["outcome"], "transient");
@@ -251,35 +158,21 @@ async fn fails_over_when_the_primary_is_unreachable() {
 #[tokio::test]
 async fn rejected_recipient_does_not_fail_over() {
     let primary = MockSmtp::start().await;
-    primary.reject_recipient(
-        "bob@example.net",
-        "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown",
-    );
+    primary
+        .reject_recipient("bob@example.net", "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown");
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&two_provider_route(&primary, "", &backup, "\"1h\"")).await;
-    let id = baton
-        .send(message(
-            &["alice@example.net", "bob@example.net"],
-            "partial",
-        ))
-        .await;
+    let id = baton.send(message(&["alice@example.net", "bob@example.net"], "partial")).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "partially_delivered", "{status:#}");
-    assert_eq!(
-        recipient(&status, "alice@example.net")["status"],
-        "delivered"
-    );
+    assert_eq!(recipient(&status, "alice@example.net")["status"], "delivered");
     let bob = recipient(&status, "bob@example.net");
     assert_eq!(bob["status"], "rejected");
     assert_eq!(bob["provider"], "primary");
     assert!(bob["detail"].as_str().unwrap().contains("5.1.1"), "{bob}");
     let got = primary.wait_for_messages(1, DEADLINE).await;
     assert_eq!(got[0].rcpts, vec!["alice@example.net"]);
-    assert_eq!(
-        backup.commands_seen("MAIL"),
-        0,
-        "a bad recipient is not a provider problem"
-    );
+    assert_eq!(backup.commands_seen("MAIL"), 0, "a bad recipient is not a provider problem");
     assert_eq!(status["attempts"].as_array().unwrap().len(), 1);
 
     // Only bad recipients: the message fails, still without failover.
@@ -290,14 +183,7 @@ async fn rejected_recipient_does_not_fail_over() {
     assert_eq!(backup.commands_seen("MAIL"), 0);
     let m = baton.metrics().await;
     assert_eq!(Baton::metric(&m, "baton_failovers_total", &[]), 0.0);
-    assert_eq!(
-        Baton::metric(
-            &m,
-            "baton_recipients_total",
-            &[("provider", "primary"), ("status", "rejected")]
-        ),
-        2.0
-    );
+    assert_eq!(Baton::metric(&m, "baton_recipients_total", &[("provider", "primary"), ("status", "rejected")]), 2.0);
 }
 
 #[tokio::test]
@@ -305,30 +191,16 @@ async fn retries_after_every_provider_failed_then_recovers() {
     let primary = MockSmtp::start().await;
     let backup = MockSmtp::start().await;
     for m in [&primary, &backup] {
-        m.set_reply(
-            Stage::Mail,
-            Some("451 4.3.0 Temporary local problem".into()),
-        );
+        m.set_reply(Stage::Mail, Some("451 4.3.0 Temporary local problem".into()));
     }
     let baton = Baton::start(&two_provider_route(&primary, "", &backup, "\"300ms\"")).await;
-    let id = baton
-        .send(message(&["alice@example.net"], "retry me"))
-        .await;
+    let id = baton.send(message(&["alice@example.net"], "retry me")).await;
     // Wait for at least two failed passes (both providers tried each time).
-    let status = baton
-        .wait_status(&id, "two failed passes", |s| {
-            s["attempts"].as_array().is_some_and(|a| a.len() >= 4)
-        })
-        .await;
+    let status =
+        baton.wait_status(&id, "two failed passes", |s| s["attempts"].as_array().is_some_and(|a| a.len() >= 4)).await;
     assert_eq!(status["status"], "delivering");
     assert_eq!(status["recipients"][0]["status"], "pending");
-    assert!(
-        status["recipients"][0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("451"),
-        "{status:#}"
-    );
+    assert!(status["recipients"][0]["detail"].as_str().unwrap().contains("451"), "{status:#}");
     primary.reset();
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "delivered");
@@ -342,24 +214,15 @@ async fn message_that_every_provider_calls_invalid_fails() {
     let primary = MockSmtp::start().await;
     let backup = MockSmtp::start().await;
     for m in [&primary, &backup] {
-        m.set_reply(
-            Stage::EndOfData,
-            Some("552 5.3.4 Message size exceeds fixed limit".into()),
-        );
+        m.set_reply(Stage::EndOfData, Some("552 5.3.4 Message size exceeds fixed limit".into()));
     }
     let baton = Baton::start(&two_provider_route(&primary, "", &backup, "\"1h\"")).await;
-    let id = baton
-        .send(message(&["alice@example.net"], "too big for them"))
-        .await;
+    let id = baton.send(message(&["alice@example.net"], "too big for them")).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "failed", "{status:#}");
     assert_eq!(status["recipients"][0]["status"], "failed");
-    let outcomes: Vec<&str> = status["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes: Vec<&str> =
+        status["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, vec!["bad_request", "bad_request"]);
 }
 
@@ -376,10 +239,7 @@ async fn undelivered_recipients_expire_after_max_age() {
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "failed");
     let detail = status["recipients"][0]["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("expired") && detail.contains("451"),
-        "{detail}"
-    );
+    assert!(detail.contains("expired") && detail.contains("451"), "{detail}");
 }
 
 #[tokio::test]
@@ -397,17 +257,15 @@ async fn routes_by_client_and_match() {
     bulk["stream"] = "bulk".into();
     let id2 = baton.send(bulk).await;
     let (code, v) = baton
-        .post(Some(support::baton::OTHER_KEY), None, serde_json::json!({"from":"o@example.org","to":["x@example.net"],"text":"t","subject":"other"}).to_string())
+        .post(
+            Some(support::baton::OTHER_KEY),
+            None,
+            serde_json::json!({"from":"o@example.org","to":["x@example.net"],"text":"t","subject":"other"}).to_string(),
+        )
         .await;
     assert_eq!(code, 202, "{v}");
-    assert_eq!(
-        baton.wait_final(&id1).await["recipients"][0]["provider"],
-        "a"
-    );
-    assert_eq!(
-        baton.wait_final(&id2).await["recipients"][0]["provider"],
-        "b"
-    );
+    assert_eq!(baton.wait_final(&id1).await["recipients"][0]["provider"], "a");
+    assert_eq!(baton.wait_final(&id2).await["recipients"][0]["provider"], "b");
     let got = b.wait_for_messages(2, DEADLINE).await;
     let mut subjects: Vec<String> = got.iter().map(|m| m.header("Subject").unwrap()).collect();
     subjects.sort();
@@ -422,10 +280,7 @@ async fn many_concurrent_messages_are_all_delivered_once() {
     let mut sends = Vec::new();
     for i in 0..100 {
         let b = &baton;
-        sends.push(async move {
-            b.send(message(&["alice@example.net"], &format!("bulk {i}")))
-                .await
-        });
+        sends.push(async move { b.send(message(&["alice@example.net"], &format!("bulk {i}"))).await });
     }
     let ids = futures::future::join_all(sends).await;
     // Halfway, the primary is suspended: the rest must go to the backup, none lost.
@@ -433,18 +288,10 @@ async fn many_concurrent_messages_are_all_delivered_once() {
     for id in &ids {
         assert_eq!(baton.wait_final(id).await["status"], "delivered");
     }
-    let mut subjects: Vec<String> = primary
-        .messages()
-        .iter()
-        .chain(backup.messages().iter())
-        .map(|m| m.header("Subject").unwrap())
-        .collect();
+    let mut subjects: Vec<String> =
+        primary.messages().iter().chain(backup.messages().iter()).map(|m| m.header("Subject").unwrap()).collect();
     subjects.sort();
     subjects.dedup();
     assert_eq!(subjects.len(), 100);
-    assert_eq!(
-        primary.message_count() + backup.message_count(),
-        100,
-        "no duplicates"
-    );
+    assert_eq!(primary.message_count() + backup.message_count(), 100, "no duplicates");
 }

@@ -21,12 +21,7 @@ async fn outbox_baton(spool_extra: &str, server_extra: Option<&str>) -> (Baton, 
 fn assert_error(code: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(code, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
 
 #[tokio::test]
@@ -48,11 +43,7 @@ async fn delivers_to_the_file_provider_with_a_correct_mime_message() {
         .await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "delivered");
-    assert_eq!(
-        status["recipients"].as_array().unwrap().len(),
-        4,
-        "to + cc + bcc: {status}"
-    );
+    assert_eq!(status["recipients"].as_array().unwrap().len(), 4, "to + cc + bcc: {status}");
     let eml = std::fs::read_to_string(out.path().join(format!("{id}.eml"))).unwrap();
     for needle in [
         "X-Baton-Envelope-To: <audit@example.com>",
@@ -91,9 +82,7 @@ async fn every_error_code() {
     // 401: no key, bad key.
     let (c, b) = baton.post(None, None, good.clone()).await;
     assert_error(c, &b, 401, "unauthorized");
-    let (c, b) = baton
-        .post(Some("not-a-real-key-at-all"), None, good.clone())
-        .await;
+    let (c, b) = baton.post(Some("not-a-real-key-at-all"), None, good.clone()).await;
     assert_error(c, &b, 401, "unauthorized");
 
     // 400: malformed JSON, wrong types, unknown field, missing recipients, bad address.
@@ -114,11 +103,7 @@ async fn every_error_code() {
 
     // 403: sender not allowed for this client.
     let (c, b) = baton
-        .post(
-            Some(KEY),
-            None,
-            json!({"from": "ceo@example.org", "to": ["a@example.net"], "text": "t"}).to_string(),
-        )
+        .post(Some(KEY), None, json!({"from": "ceo@example.org", "to": ["a@example.net"], "text": "t"}).to_string())
         .await;
     assert_error(c, &b, 403, "sender_not_allowed");
 
@@ -135,37 +120,15 @@ async fn every_error_code() {
     // 404: unknown id, unknown path.
     let (c, b) = baton.status_as(KEY, "01NOSUCHMESSAGE").await;
     assert_error(c, &b, 404, "not_found");
-    let resp = baton
-        .http
-        .get(format!("{}/v2/nothing", baton.base))
-        .send()
-        .await
-        .unwrap();
+    let resp = baton.http.get(format!("{}/v2/nothing", baton.base)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
 
     // Nothing above was accepted.
     let m = baton.metrics().await;
     assert_eq!(Baton::metric(&m, "baton_messages_received_total", &[]), 0.0);
-    assert_eq!(
-        Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "auth")]),
-        2.0
-    );
-    assert_eq!(
-        Baton::metric(
-            &m,
-            "baton_ingest_rejections_total",
-            &[("reason", "header_injection")]
-        ),
-        3.0
-    );
-    assert_eq!(
-        Baton::metric(
-            &m,
-            "baton_ingest_rejections_total",
-            &[("reason", "sender_not_allowed")]
-        ),
-        1.0
-    );
+    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "auth")]), 2.0);
+    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "header_injection")]), 3.0);
+    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "sender_not_allowed")]), 1.0);
 }
 
 #[tokio::test]
@@ -179,10 +142,8 @@ async fn oversize_messages_get_413() {
         "[providers.outbox]\ntype = \"file\"\ndir = \"{}\"\n[[routes]]\nname = \"default\"\nproviders = [\"outbox\"]\n",
         out.path().display()
     );
-    let text = support::baton::config_text(&b.dir, "", &body).replace(
-        "shutdown_grace = \"5s\"",
-        "shutdown_grace = \"5s\"\nmax_message_size = \"10KiB\"",
-    );
+    let text = support::baton::config_text(&b.dir, "", &body)
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"5s\"\nmax_message_size = \"10KiB\"");
     let loaded = baton::config::load_str(&text, "t.toml", &|_| None).unwrap();
     let running = baton::app::start(loaded).await.unwrap();
     let url = format!("http://{}/v1/messages", running.http_addr);
@@ -222,13 +183,7 @@ async fn spool_full_gives_503_and_stores_nothing_half() {
     let mut accepted = 0;
     let mut full = None;
     for i in 0..50 {
-        let (c, b) = baton
-            .post(
-                Some(KEY),
-                None,
-                message(&["a@example.net"], &format!("fill {i}")).to_string(),
-            )
-            .await;
+        let (c, b) = baton.post(Some(KEY), None, message(&["a@example.net"], &format!("fill {i}")).to_string()).await;
         match c {
             202 => accepted += 1,
             _ => {
@@ -241,18 +196,8 @@ async fn spool_full_gives_503_and_stores_nothing_half() {
     assert_error(c, &b, 503, "spool_full");
     assert!(accepted >= 2, "some messages fit before: {accepted}");
     let m = baton.metrics().await;
-    assert_eq!(
-        Baton::metric(&m, "baton_messages_received_total", &[]),
-        accepted as f64
-    );
-    assert_eq!(
-        Baton::metric(
-            &m,
-            "baton_ingest_rejections_total",
-            &[("reason", "spool_full")]
-        ),
-        1.0
-    );
+    assert_eq!(Baton::metric(&m, "baton_messages_received_total", &[]), accepted as f64);
+    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "spool_full")]), 1.0);
     assert!(Baton::metric(&m, "baton_spool_bytes", &[]) <= 4096.0);
 }
 
@@ -282,18 +227,9 @@ async fn idempotency_key_returns_the_same_message() {
     }
     let files = std::fs::read_dir(out.path())
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "eml")
-        })
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "eml"))
         .count();
-    assert_eq!(
-        files, 4,
-        "reset-42, race, reset-43 and the other client's message"
-    );
+    assert_eq!(files, 4, "reset-42, race, reset-43 and the other client's message");
     let m = baton.metrics().await;
     assert_eq!(Baton::metric(&m, "baton_messages_received_total", &[]), 4.0);
 }
@@ -308,17 +244,8 @@ async fn status_is_private_to_the_client() {
     for field in ["at", "provider", "outcome", "detail", "duration_ms"] {
         assert!(!attempt[field].is_null(), "attempt has {field}: {attempt}");
     }
-    for field in [
-        "email",
-        "status",
-        "provider",
-        "provider_message_id",
-        "detail",
-    ] {
-        assert!(
-            status["recipients"][0].get(field).is_some(),
-            "recipient has {field}"
-        );
+    for field in ["email", "status", "provider", "provider_message_id", "detail"] {
+        assert!(status["recipients"][0].get(field).is_some(), "recipient has {field}");
     }
     let (code, body) = baton.status_as(OTHER_KEY, &id).await;
     assert_error(code, &body, 404, "not_found");

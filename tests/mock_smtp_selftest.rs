@@ -30,9 +30,8 @@ fn transport_with(
     creds: Option<(&str, &str)>,
     mechanism: Option<Mechanism>,
 ) -> AsyncSmtpTransport<Tokio1Executor> {
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(mock.host())
-        .port(mock.port())
-        .timeout(Some(WAIT));
+    let mut builder =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(mock.host()).port(mock.port()).timeout(Some(WAIT));
     if let Some((user, pass)) = creds {
         builder = builder.credentials(Credentials::new(user.to_owned(), pass.to_owned()));
     }
@@ -57,9 +56,7 @@ async fn send(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
     msg: Message,
 ) -> Result<Response, lettre::transport::smtp::Error> {
-    tokio::time::timeout(WAIT, transport.send(msg))
-        .await
-        .expect("lettre send did not finish")
+    tokio::time::timeout(WAIT, transport.send(msg)).await.expect("lettre send did not finish")
 }
 
 /// Minimal raw SMTP client.
@@ -73,10 +70,7 @@ impl Raw {
         let stream = TcpStream::connect(mock.addr()).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let (rd, wr) = stream.into_split();
-        Raw {
-            rd: BufReader::new(rd),
-            wr,
-        }
+        Raw { rd: BufReader::new(rd), wr }
     }
 
     async fn write(&mut self, bytes: &str) {
@@ -116,16 +110,9 @@ impl Raw {
     /// Asserts the server closes the connection (EOF) promptly.
     async fn expect_eof(&mut self) {
         let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(WAIT, self.rd.read(&mut buf))
-            .await
-            .expect("connection was not closed")
-            .unwrap_or(0);
-        assert_eq!(
-            n,
-            0,
-            "expected EOF, got {:?}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        let n =
+            tokio::time::timeout(WAIT, self.rd.read(&mut buf)).await.expect("connection was not closed").unwrap_or(0);
+        assert_eq!(n, 0, "expected EOF, got {:?}", String::from_utf8_lossy(&buf[..n]));
     }
 }
 
@@ -141,25 +128,13 @@ async fn accepts_plain_message_from_lettre() {
     assert_eq!(mock.addr().ip().to_string(), "127.0.0.1");
 
     let t = transport(&mock, None);
-    let resp = send(
-        &t,
-        message(&["bob@example.net", "carol@example.org"], "Hello there"),
-    )
-    .await
-    .expect("send should succeed");
+    let resp =
+        send(&t, message(&["bob@example.net", "carol@example.org"], "Hello there")).await.expect("send should succeed");
     assert_eq!(u16::from(resp.code()), 250);
-    assert!(
-        resp.first_line().unwrap().contains("queued as 1"),
-        "{resp:?}"
-    );
+    assert!(resp.first_line().unwrap().contains("queued as 1"), "{resp:?}");
 
-    let resp = send(&t, message(&["dave@example.net"], "Second"))
-        .await
-        .unwrap();
-    assert!(
-        resp.first_line().unwrap().contains("queued as 2"),
-        "{resp:?}"
-    );
+    let resp = send(&t, message(&["dave@example.net"], "Second")).await.unwrap();
+    assert!(resp.first_line().unwrap().contains("queued as 2"), "{resp:?}");
 
     let msgs = mock.wait_for_messages(2, WAIT).await;
     assert_eq!(msgs.len(), 2);
@@ -170,11 +145,7 @@ async fn accepts_plain_message_from_lettre() {
     assert_eq!(m.message_id().as_deref(), Some("<selftest-1@example.com>"));
     assert_eq!(m.header("subject").as_deref(), Some("Selftest"));
     assert_eq!(m.header("X-Missing"), None);
-    assert!(
-        m.data_str().contains("\r\n\r\nHello there"),
-        "{:?}",
-        m.data_str()
-    );
+    assert!(m.data_str().contains("\r\n\r\nHello there"), "{:?}", m.data_str());
     assert!(m.body().starts_with("Hello there"));
     assert_eq!(msgs[1].rcpts, vec!["dave@example.net"]);
 
@@ -192,32 +163,24 @@ async fn auth_plain_success_and_failure() {
 
     // Correct credentials.
     let ok = transport_with(&mock, Some(("user", "pass")), Some(Mechanism::Plain));
-    send(&ok, message(&["bob@example.net"], "hi"))
-        .await
-        .expect("auth ok");
+    send(&ok, message(&["bob@example.net"], "hi")).await.expect("auth ok");
     let msgs = mock.wait_for_messages(1, WAIT).await;
     assert_eq!(msgs[0].auth_user.as_deref(), Some("user"));
 
     // Wrong password -> 535 5.7.8, permanent.
     let bad = transport_with(&mock, Some(("user", "nope")), Some(Mechanism::Plain));
-    let err = send(&bad, message(&["bob@example.net"], "hi"))
-        .await
-        .unwrap_err();
+    let err = send(&bad, message(&["bob@example.net"], "hi")).await.unwrap_err();
     assert!(err.is_permanent(), "{err:?}");
     assert_eq!(err.status().map(u16::from), Some(535));
 
     // No AUTH at all -> MAIL gets 530.
     let anon = transport(&mock, None);
-    let err = send(&anon, message(&["bob@example.net"], "hi"))
-        .await
-        .unwrap_err();
+    let err = send(&anon, message(&["bob@example.net"], "hi")).await.unwrap_err();
     assert_eq!(err.status().map(u16::from), Some(530), "{err:?}");
 
     // reject_auth: even correct credentials fail.
     mock.reject_auth(true);
-    let err = send(&ok, message(&["bob@example.net"], "hi"))
-        .await
-        .unwrap_err();
+    let err = send(&ok, message(&["bob@example.net"], "hi")).await.unwrap_err();
     assert_eq!(err.status().map(u16::from), Some(535), "{err:?}");
 
     assert_eq!(mock.message_count(), 1);
@@ -229,42 +192,25 @@ async fn auth_plain_success_and_failure() {
 async fn auth_login_with_lettre() {
     let mock = MockSmtp::start().await;
     mock.set_credentials(Some(("login-user", "s3cret")));
-    let t = transport_with(
-        &mock,
-        Some(("login-user", "s3cret")),
-        Some(Mechanism::Login),
-    );
-    send(&t, message(&["bob@example.net"], "hi"))
-        .await
-        .expect("AUTH LOGIN");
+    let t = transport_with(&mock, Some(("login-user", "s3cret")), Some(Mechanism::Login));
+    send(&t, message(&["bob@example.net"], "hi")).await.expect("AUTH LOGIN");
     assert_eq!(mock.messages()[0].auth_user.as_deref(), Some("login-user"));
 
     let t = transport_with(&mock, Some(("login-user", "wrong")), Some(Mechanism::Login));
-    let err = send(&t, message(&["bob@example.net"], "hi"))
-        .await
-        .unwrap_err();
+    let err = send(&t, message(&["bob@example.net"], "hi")).await.unwrap_err();
     assert_eq!(err.status().map(u16::from), Some(535), "{err:?}");
 }
 
 #[tokio::test]
 async fn end_of_data_554_is_permanent_for_lettre() {
     let mock = MockSmtp::start().await;
-    mock.set_reply(
-        Stage::EndOfData,
-        Some("554 5.7.1 Your account has been suspended".to_owned()),
-    );
+    mock.set_reply(Stage::EndOfData, Some("554 5.7.1 Your account has been suspended".to_owned()));
     let t = transport(&mock, None);
-    let err = send(&t, message(&["bob@example.net"], "hi"))
-        .await
-        .unwrap_err();
+    let err = send(&t, message(&["bob@example.net"], "hi")).await.unwrap_err();
     assert!(err.is_permanent(), "{err:?}");
     assert_eq!(err.status().map(u16::from), Some(554));
     assert!(err.to_string().contains("suspended"), "{err}");
-    assert_eq!(
-        mock.message_count(),
-        0,
-        "rejected message must not be recorded"
-    );
+    assert_eq!(mock.message_count(), 0, "rejected message must not be recorded");
     assert_eq!(mock.commands_seen("DATA"), 1);
 
     // Back to normal.
@@ -278,30 +224,16 @@ async fn transient_replies_are_transient_for_lettre() {
     let mock = MockSmtp::start().await;
     let t = transport(&mock, None);
 
-    mock.set_reply(
-        Stage::Mail,
-        Some("451 4.3.0 Temporary local problem".to_owned()),
-    );
-    let err = send(&t, message(&["bob@example.net"], "hi"))
-        .await
-        .unwrap_err();
+    mock.set_reply(Stage::Mail, Some("451 4.3.0 Temporary local problem".to_owned()));
+    let err = send(&t, message(&["bob@example.net"], "hi")).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(mock.commands_seen("RCPT"), 0);
 
     mock.reset();
-    mock.set_reply(
-        Stage::Greeting,
-        Some("421 4.7.0 Try again later".to_owned()),
-    );
-    let err = send(&t, message(&["bob@example.net"], "hi"))
-        .await
-        .unwrap_err();
+    mock.set_reply(Stage::Greeting, Some("421 4.7.0 Try again later".to_owned()));
+    let err = send(&t, message(&["bob@example.net"], "hi")).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
-    assert_eq!(
-        mock.commands_seen("MAIL"),
-        1,
-        "MAIL must not be tried after 421"
-    );
+    assert_eq!(mock.commands_seen("MAIL"), 1, "MAIL must not be tried after 421");
     assert_eq!(mock.message_count(), 0);
 }
 
@@ -310,18 +242,12 @@ async fn transient_replies_are_transient_for_lettre() {
 #[tokio::test]
 async fn per_recipient_rejection_while_other_accepted() {
     let mock = MockSmtp::start().await;
-    mock.reject_recipient(
-        "bob@example.net",
-        "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown",
-    );
+    mock.reject_recipient("bob@example.net", "550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown");
     let mut c = Raw::connect(&mock).await;
     assert!(c.reply().await.starts_with("220 "));
     let ehlo = c.cmd("EHLO client.test").await;
     assert!(ehlo.starts_with("250-"));
-    assert!(
-        !ehlo.contains("AUTH"),
-        "no AUTH without credentials: {ehlo}"
-    );
+    assert!(!ehlo.contains("AUTH"), "no AUTH without credentials: {ehlo}");
     assert_eq!(code(&c.cmd("MAIL FROM:<alice@example.com>").await), "250");
     assert_eq!(code(&c.cmd("RCPT TO:<carol@example.org>").await), "250");
     assert_eq!(
@@ -348,8 +274,7 @@ async fn dot_unstuffing() {
     c.cmd("MAIL FROM:<>").await;
     c.cmd("RCPT TO:<bob@example.net>").await;
     assert_eq!(code(&c.cmd("DATA").await), "354");
-    c.write("Subject: dots\r\n\r\n..leading dot\r\n...two dots\r\nmid.dle\r\n..\r\n.\r\n")
-        .await;
+    c.write("Subject: dots\r\n\r\n..leading dot\r\n...two dots\r\nmid.dle\r\n..\r\n.\r\n").await;
     assert_eq!(code(&c.reply().await), "250");
 
     let m = &mock.messages()[0];
@@ -358,9 +283,7 @@ async fn dot_unstuffing() {
 
     // lettre dot-stuffs, the mock unstuffs: round trip is exact.
     let t = transport(&mock, None);
-    send(&t, message(&["bob@example.net"], ".hidden line\n.\nend"))
-        .await
-        .unwrap();
+    send(&t, message(&["bob@example.net"], ".hidden line\n.\nend")).await.unwrap();
     let body = mock.messages()[1].body();
     assert_eq!(body, ".hidden line\r\n.\r\nend\r\n");
 }
@@ -381,8 +304,7 @@ async fn pipelined_commands_in_one_write() {
     assert_eq!(code(&c.reply().await), "250");
     assert_eq!(code(&c.reply().await), "250");
     assert_eq!(code(&c.reply().await), "354");
-    c.write("Subject: p\r\n\r\npipelined\r\n.\r\nNOOP\r\nQUIT\r\n")
-        .await;
+    c.write("Subject: p\r\n\r\npipelined\r\n.\r\nNOOP\r\nQUIT\r\n").await;
     assert_eq!(code(&c.reply().await), "250");
     assert_eq!(code(&c.reply().await), "250");
     assert_eq!(code(&c.reply().await), "221");
@@ -447,9 +369,7 @@ async fn hang_at_end_of_data_reads_message_but_never_replies() {
     assert_eq!(mock.message_count(), 0);
     mock.set_hang(None); // a hung connection stays hung, new ones are fine
     assert!(tokio::time::timeout(SHORT, c.try_reply()).await.is_err());
-    send(&transport(&mock, None), message(&["b@example.net"], "ok"))
-        .await
-        .unwrap();
+    send(&transport(&mock, None), message(&["b@example.net"], "ok")).await.unwrap();
     assert_eq!(mock.message_count(), 1);
 }
 
@@ -461,20 +381,11 @@ async fn behaviour_changes_apply_to_open_connections() {
     c.cmd("EHLO client.test").await;
     c.cmd("MAIL FROM:<a@example.com>").await;
     assert_eq!(code(&c.cmd("RCPT TO:<b@example.net>").await), "250");
-    mock.set_reply(
-        Stage::Rcpt,
-        Some("452 4.5.3 Too many recipients".to_owned()),
-    );
-    assert_eq!(
-        c.cmd("RCPT TO:<c@example.net>").await,
-        "452 4.5.3 Too many recipients"
-    );
+    mock.set_reply(Stage::Rcpt, Some("452 4.5.3 Too many recipients".to_owned()));
+    assert_eq!(c.cmd("RCPT TO:<c@example.net>").await, "452 4.5.3 Too many recipients");
     mock.set_reply(Stage::Rcpt, None);
     assert_eq!(code(&c.cmd("RCPT TO:<d@example.net>").await), "250");
-    mock.set_reply(
-        Stage::Data,
-        Some("451 4.3.0 Temporary local problem".to_owned()),
-    );
+    mock.set_reply(Stage::Data, Some("451 4.3.0 Temporary local problem".to_owned()));
     assert_eq!(code(&c.cmd("DATA").await), "451");
     assert_eq!(code(&c.cmd("RSET").await), "250");
     // Credentials configured mid-session: MAIL now needs AUTH.
@@ -485,10 +396,7 @@ async fn behaviour_changes_apply_to_open_connections() {
     assert_eq!(code(&c.cmd("MAIL FROM:<a@example.com>").await), "250");
     mock.set_reply(Stage::Mail, Some("421 4.7.0 Try again later".to_owned()));
     assert_eq!(code(&c.cmd("RSET").await), "250");
-    assert_eq!(
-        c.cmd("MAIL FROM:<a@example.com>").await,
-        "421 4.7.0 Try again later"
-    );
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>").await, "421 4.7.0 Try again later");
     c.expect_eof().await;
 }
 
@@ -522,10 +430,7 @@ async fn auth_login_raw_and_protocol_errors() {
     assert!(ehlo.contains("250 AUTH PLAIN LOGIN"), "{ehlo}");
     assert_eq!(c.cmd("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
     assert_eq!(c.cmd("dXNlcg==").await, "334 UGFzc3dvcmQ6");
-    assert_eq!(
-        c.cmd("d3Jvbmc=").await,
-        "535 5.7.8 Authentication credentials invalid"
-    );
+    assert_eq!(c.cmd("d3Jvbmc=").await, "535 5.7.8 Authentication credentials invalid");
     assert_eq!(c.cmd("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
     assert_eq!(code(&c.cmd("*").await), "501");
     assert_eq!(c.cmd("AUTH LOGIN dXNlcg==").await, "334 UGFzc3dvcmQ6");
@@ -555,9 +460,7 @@ async fn disconnect_mid_session_is_harmless() {
         c.reply().await;
         c.write("EHLO cli").await; // dropped mid-line
     }
-    send(&transport(&mock, None), message(&["b@example.net"], "ok"))
-        .await
-        .unwrap();
+    send(&transport(&mock, None), message(&["b@example.net"], "ok")).await.unwrap();
     let msgs = mock.wait_for_messages(1, WAIT).await;
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].body(), "ok\r\n"); // lettre ends the body with CRLF
@@ -571,14 +474,9 @@ async fn size_limit_is_enforced() {
     let mut c = Raw::connect(&mock).await;
     c.reply().await;
     assert!(c.cmd("EHLO client.test").await.contains("SIZE 100"));
-    assert_eq!(
-        code(&c.cmd("MAIL FROM:<a@example.com> SIZE=500").await),
-        "552"
-    );
+    assert_eq!(code(&c.cmd("MAIL FROM:<a@example.com> SIZE=500").await), "552");
     let t = transport(&mock, None);
-    let err = send(&t, message(&["b@example.net"], &"x".repeat(200)))
-        .await
-        .unwrap_err();
+    let err = send(&t, message(&["b@example.net"], &"x".repeat(200))).await.unwrap_err();
     assert_eq!(err.status().map(u16::from), Some(552), "{err:?}");
     assert_eq!(mock.message_count(), 0);
 }

@@ -28,11 +28,7 @@ async fn post(http: &reqwest::Client, base: &str, subject: &str) -> Result<Strin
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-    if status == 202 {
-        Ok(v["id"].as_str().unwrap().to_string())
-    } else {
-        Err(format!("{status} {v}"))
-    }
+    if status == 202 { Ok(v["id"].as_str().unwrap().to_string()) } else { Err(format!("{status} {v}")) }
 }
 
 async fn wait_delivered(http: &reqwest::Client, base: &str, ids: &[String]) {
@@ -76,11 +72,7 @@ async fn sigkill_after_202_loses_nothing_and_sends_once() {
     let mut first = BatonProcess::spawn(&config);
     let mut ids = Vec::new();
     for i in 0..50 {
-        ids.push(
-            post(&http, &first.http, &format!("crash {i}"))
-                .await
-                .expect("accepted"),
-        );
+        ids.push(post(&http, &first.http, &format!("crash {i}")).await.expect("accepted"));
     }
     // Make sure delivery was really attempted (and failed) before the crash.
     relay.wait_for_commands("MAIL", 1, DEADLINE).await;
@@ -94,10 +86,7 @@ async fn sigkill_after_202_loses_nothing_and_sends_once() {
     wait_delivered(&http, &second.http, &ids).await;
     let counts = subjects(&relay);
     assert_eq!(counts.len(), 50, "every accepted message delivered");
-    assert!(
-        counts.values().all(|&n| n == 1),
-        "each exactly once: {counts:?}"
-    );
+    assert!(counts.values().all(|&n| n == 1), "each exactly once: {counts:?}");
 }
 
 #[tokio::test]
@@ -143,10 +132,7 @@ async fn sigkill_under_load_loses_no_accepted_message() {
     let start = Instant::now();
     loop {
         let counts = subjects(&relay);
-        let missing: Vec<&String> = acknowledged
-            .iter()
-            .filter(|s| !counts.contains_key(*s))
-            .collect();
+        let missing: Vec<&String> = acknowledged.iter().filter(|s| !counts.contains_key(*s)).collect();
         if missing.is_empty() {
             break;
         }
@@ -170,21 +156,14 @@ async fn sigterm_stops_cleanly_and_keeps_the_queue() {
     let mut first = BatonProcess::spawn(&config);
     let mut ids = Vec::new();
     for i in 0..10 {
-        ids.push(
-            post(&http, &first.http, &format!("term {i}"))
-                .await
-                .expect("accepted"),
-        );
+        ids.push(post(&http, &first.http, &format!("term {i}")).await.expect("accepted"));
     }
     first.signal("TERM");
     let status = first.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit status {status:?}");
     let log = first.log_lines().join("\n");
     assert!(log.contains("shutdown complete"), "{log}");
-    assert!(
-        post(&http, &first.http, "after stop").await.is_err(),
-        "no longer accepting"
-    );
+    assert!(post(&http, &first.http, "after stop").await.is_err(), "no longer accepting");
 
     relay.reset();
     let second = BatonProcess::spawn(&config);

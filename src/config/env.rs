@@ -22,12 +22,7 @@ pub fn substitute(doc: &mut DocumentMut, env: &dyn Fn(&str) -> Option<String>) -
     missing
 }
 
-fn walk_item(
-    item: &mut Item,
-    path: &KeyPath,
-    env: &dyn Fn(&str) -> Option<String>,
-    out: &mut Vec<MissingVar>,
-) {
+fn walk_item(item: &mut Item, path: &KeyPath, env: &dyn Fn(&str) -> Option<String>, out: &mut Vec<MissingVar>) {
     match item {
         Item::Value(v) => walk_value(v, path, env, out),
         Item::Table(t) => {
@@ -46,20 +41,12 @@ fn walk_item(
     }
 }
 
-fn walk_value(
-    v: &mut Value,
-    path: &KeyPath,
-    env: &dyn Fn(&str) -> Option<String>,
-    out: &mut Vec<MissingVar>,
-) {
+fn walk_value(v: &mut Value, path: &KeyPath, env: &dyn Fn(&str) -> Option<String>, out: &mut Vec<MissingVar>) {
     match v {
         Value::String(s) if s.value().contains("${") => {
             let (replaced, missing) = expand(s.value(), env);
             for name in missing {
-                out.push(MissingVar {
-                    path: path.clone(),
-                    name,
-                });
+                out.push(MissingVar { path: path.clone(), name });
             }
             let decor = s.decor().clone();
             let mut new = toml_edit::Formatted::new(replaced);
@@ -104,10 +91,7 @@ pub fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, Vec
             Some((n, d)) => (n, Some(d)),
             None => (spec, None),
         };
-        match (
-            env(name).filter(|v| !v.is_empty() || default.is_none()),
-            default,
-        ) {
+        match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
             (Some(value), _) => out.push_str(&value),
             (None, Some(d)) => out.push_str(d),
             (None, None) => missing.push(name.to_string()),

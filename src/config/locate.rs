@@ -71,10 +71,7 @@ impl Locator {
     pub fn new(text: &str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Locator {
-            doc: Document::parse(text.to_string()).ok(),
-            line_starts,
-        }
+        Locator { doc: Document::parse(text.to_string()).ok(), line_starts }
     }
 
     /// 1-based line number of a byte offset.
@@ -93,9 +90,7 @@ impl Locator {
         for seg in &path.0 {
             let (span, next) = match (&node, seg) {
                 (Node::Table(t), Seg::Key(k)) => match t.get_key_value(k) {
-                    Some((key, item)) => {
-                        (key.span().or_else(|| item.span()), Node::from_item(item))
-                    }
+                    Some((key, item)) => (key.span().or_else(|| item.span()), Node::from_item(item)),
                     None => break,
                 },
                 (Node::Aot(a), Seg::Index(i)) => match a.get(*i) {
@@ -103,10 +98,7 @@ impl Locator {
                     None => break,
                 },
                 (Node::Value(Value::InlineTable(t)), Seg::Key(k)) => match t.get_key_value(k) {
-                    Some((key, item)) => (
-                        key.span().or_else(|| item.span()),
-                        item.as_value().map(Node::Value),
-                    ),
+                    Some((key, item)) => (key.span().or_else(|| item.span()), item.as_value().map(Node::Value)),
                     None => break,
                 },
                 (Node::Value(Value::Array(a)), Seg::Index(i)) => match a.get(*i) {
@@ -135,35 +127,10 @@ mod tests {
     fn finds_lines() {
         let text = "[server]\nhostname = \"x\"\n\n[[routes]]\nname = \"a\"\n\n[[routes]]\nname = \"b\"\nproviders = [\"p\", \"q\"]\n[providers.p]\ntype = \"file\"\n";
         let l = Locator::new(text);
-        assert_eq!(
-            l.line(&KeyPath::root().key("server").key("hostname")),
-            Some(2)
-        );
-        assert_eq!(
-            l.line(&KeyPath::root().key("routes").index(1).key("providers")),
-            Some(9)
-        );
-        assert_eq!(
-            l.line(
-                &KeyPath::root()
-                    .key("routes")
-                    .index(1)
-                    .key("providers")
-                    .index(1)
-            ),
-            Some(9)
-        );
-        assert_eq!(
-            l.line(&KeyPath::root().key("providers").key("p").key("type")),
-            Some(11)
-        );
-        assert_eq!(
-            KeyPath::root()
-                .key("routes")
-                .index(1)
-                .key("providers")
-                .to_string(),
-            "routes[1].providers"
-        );
+        assert_eq!(l.line(&KeyPath::root().key("server").key("hostname")), Some(2));
+        assert_eq!(l.line(&KeyPath::root().key("routes").index(1).key("providers")), Some(9));
+        assert_eq!(l.line(&KeyPath::root().key("routes").index(1).key("providers").index(1)), Some(9));
+        assert_eq!(l.line(&KeyPath::root().key("providers").key("p").key("type")), Some(11));
+        assert_eq!(KeyPath::root().key("routes").index(1).key("providers").to_string(), "routes[1].providers");
     }
 }

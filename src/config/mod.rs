@@ -24,6 +24,8 @@ pub struct Config {
     #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
     pub clients: Vec<ClientConfig>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -48,6 +50,83 @@ pub struct ServerConfig {
     /// How long SIGTERM/SIGINT waits for in-flight deliveries before handing them back to the spool.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Dur,
+    /// SMTP submission (STARTTLS when `[server.tls]` is set).
+    #[serde(default)]
+    pub smtp_listen: Option<String>,
+    /// SMTP with implicit TLS (needs `[server.tls]`).
+    #[serde(default)]
+    pub smtps_listen: Option<String>,
+    /// Certificate and key (PEM) for STARTTLS and smtps.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Limits that keep one hostile or broken SMTP client from hurting the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    #[serde(default = "default_smtp_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_smtp_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A session with no command for this long is closed with 421.
+    #[serde(default = "default_smtp_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// Longest command line accepted (RFC 5321 says 512; AUTH lines can be longer).
+    #[serde(default = "default_smtp_max_line_length")]
+    pub max_line_length: usize,
+    /// Protocol errors after which the session is closed with 421.
+    #[serde(default = "default_smtp_max_errors")]
+    pub max_errors: u32,
+    /// Failed AUTH attempts per connection before it is closed.
+    #[serde(default = "default_smtp_max_auth_failures")]
+    pub max_auth_failures: u32,
+    /// Delay before answering a failed AUTH (slows password guessing).
+    #[serde(default = "default_smtp_auth_failure_delay")]
+    pub auth_failure_delay: Dur,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            max_connections: default_smtp_max_connections(),
+            max_connections_per_ip: default_smtp_max_connections_per_ip(),
+            idle_timeout: default_smtp_idle_timeout(),
+            max_line_length: default_smtp_max_line_length(),
+            max_errors: default_smtp_max_errors(),
+            max_auth_failures: default_smtp_max_auth_failures(),
+            auth_failure_delay: default_smtp_auth_failure_delay(),
+        }
+    }
+}
+
+fn default_smtp_max_connections() -> usize {
+    1000
+}
+fn default_smtp_max_connections_per_ip() -> usize {
+    100
+}
+fn default_smtp_idle_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(300))
+}
+fn default_smtp_max_line_length() -> usize {
+    4096
+}
+fn default_smtp_max_errors() -> u32 {
+    10
+}
+fn default_smtp_max_auth_failures() -> u32 {
+    3
+}
+fn default_smtp_auth_failure_delay() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
 }
 
 fn default_max_message_size() -> Size {
@@ -110,9 +189,7 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         let s = |secs| Dur(std::time::Duration::from_secs(secs));
-        RetryConfig {
-            schedule: vec![s(10), s(60), s(300), s(900), s(3600)],
-        }
+        RetryConfig { schedule: vec![s(10), s(60), s(300), s(900), s(3600)] }
     }
 }
 
@@ -126,9 +203,7 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        DeliveryConfig {
-            concurrency: default_concurrency(),
-        }
+        DeliveryConfig { concurrency: default_concurrency() }
     }
 }
 
@@ -146,6 +221,20 @@ pub struct ClientConfig {
     pub allowed_senders: Vec<String>,
     #[serde(default)]
     pub route: Option<String>,
+    /// Logins for SMTP submission (AUTH PLAIN / LOGIN).
+    #[serde(default)]
+    pub smtp_users: Vec<SmtpUser>,
+    /// SMTP connections from these networks (CIDR) are this client without AUTH; the sender is
+    /// still checked against `allowed_senders`.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpUser {
+    pub username: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,10 +354,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid { problems: Vec<Problem> },
 }
@@ -300,32 +386,19 @@ impl Problems<'_> {
         self.warnings.push(p);
     }
     fn make(&self, path: &KeyPath, message: String) -> Problem {
-        Problem {
-            file: self.file.to_string(),
-            line: self.locator.line(path),
-            key: path.to_string(),
-            message,
-        }
+        Problem { file: self.file.to_string(), line: self.locator.line(path), key: path.to_string(), message }
     }
 }
 
 /// Reads, substitutes, parses and validates a config file.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    load_str(&text, &path.display().to_string(), &|name| {
-        std::env::var(name).ok()
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    load_str(&text, &path.display().to_string(), &|name| std::env::var(name).ok())
 }
 
 /// Same as [`load`], from text; `env` looks up `${NAME}` variables.
-pub fn load_str(
-    text: &str,
-    file: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Loaded, ConfigError> {
+pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
     let syntax_problem = |message: String, span: Option<std::ops::Range<usize>>| {
         let locator = Locator::new(text);
         Problem {
@@ -335,28 +408,15 @@ pub fn load_str(
             message,
         }
     };
-    let mut doc: toml_edit::DocumentMut =
-        text.parse()
-            .map_err(|e: toml_edit::TomlError| ConfigError::Invalid {
-                problems: vec![syntax_problem(
-                    format!("TOML syntax error: {}", e.message().trim()),
-                    e.span(),
-                )],
-            })?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid {
+        problems: vec![syntax_problem(format!("TOML syntax error: {}", e.message().trim()), e.span())],
+    })?;
     let missing = env::substitute(&mut doc, env);
     let expanded = doc.to_string();
     let locator = Locator::new(&expanded);
-    let mut problems = Problems {
-        file,
-        locator: &locator,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut problems = Problems { file, locator: &locator, errors: Vec::new(), warnings: Vec::new() };
     for m in &missing {
-        problems.error(
-            &m.path,
-            format!("environment variable {} is not set", m.name),
-        );
+        problems.error(&m.path, format!("environment variable {} is not set", m.name));
     }
     let config: Config = match toml::from_str(&expanded) {
         Ok(c) => c,
@@ -365,12 +425,7 @@ pub fn load_str(
             let mut all = problems.errors;
             let line = e.span().map(|s| locator.line_of_offset(s.start));
             let (line, key) = locate_in_tagged_table(&expanded, line);
-            all.push(Problem {
-                file: file.to_string(),
-                line,
-                key,
-                message: e.message().trim().to_string(),
-            });
+            all.push(Problem { file: file.to_string(), line, key, message: e.message().trim().to_string() });
             return Err(ConfigError::Invalid { problems: all });
         }
     };
@@ -384,15 +439,9 @@ pub fn load_str(
         index <= before || !missing_keys.contains(&p.key)
     });
     if problems.errors.is_empty() {
-        Ok(Loaded {
-            config,
-            warnings: problems.warnings,
-            source: file.to_string(),
-        })
+        Ok(Loaded { config, warnings: problems.warnings, source: file.to_string() })
     } else {
-        Err(ConfigError::Invalid {
-            problems: problems.errors,
-        })
+        Err(ConfigError::Invalid { problems: problems.errors })
     }
 }
 
@@ -407,25 +456,17 @@ fn locate_in_tagged_table(text: &str, line: Option<usize>) -> (Option<usize>, St
     let Some(header) = lines.get(header_line - 1).map(|l| l.trim()) else {
         return (line, String::new());
     };
-    let Some(name) = header
-        .strip_prefix("[providers.")
-        .and_then(|h| h.strip_suffix(']'))
-    else {
+    let Some(name) = header.strip_prefix("[providers.").and_then(|h| h.strip_suffix(']')) else {
         return (line, String::new());
     };
     // The table's own lines, with the header and `type` blanked so line numbers stay aligned.
     let mut kind = None;
     let mut region = String::new();
     for (i, l) in lines.iter().enumerate() {
-        let inside = i + 1 > header_line
-            && lines[header_line..=i]
-                .iter()
-                .all(|x| !x.trim_start().starts_with('['));
+        let inside = i + 1 > header_line && lines[header_line..=i].iter().all(|x| !x.trim_start().starts_with('['));
         let is_type = l.split('=').next().map(str::trim) == Some("type");
         if inside && is_type {
-            kind = l
-                .split_once('=')
-                .map(|(_, v)| v.trim().trim_matches('"').to_string());
+            kind = l.split_once('=').map(|(_, v)| v.trim().trim_matches('"').to_string());
         }
         if inside && !is_type {
             region.push_str(l);

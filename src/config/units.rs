@@ -12,9 +12,7 @@ impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map(Dur).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write e.g. \"30s\", \"5m\", \"24h\""
-            ))
+            de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"30s\", \"5m\", \"24h\""))
         })
     }
 }
@@ -38,9 +36,7 @@ impl<'de> Deserialize<'de> for Size {
                 f.write_str("a size such as \"25MiB\" or a number of bytes")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom("size must not be negative"))
+                u64::try_from(v).map(Size).map_err(|_| E::custom("size must not be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
                 Ok(Size(v))
@@ -49,11 +45,7 @@ impl<'de> Deserialize<'de> for Size {
                 v.trim()
                     .parse::<bytesize::ByteSize>()
                     .map(|b| Size(b.as_u64()))
-                    .map_err(|e| {
-                        E::custom(format!(
-                            "invalid size {v:?} ({e}); write e.g. \"25MiB\", \"10GiB\""
-                        ))
-                    })
+                    .map_err(|e| E::custom(format!("invalid size {v:?} ({e}); write e.g. \"25MiB\", \"10GiB\"")))
             }
         }
         d.deserialize_any(SizeVisitor)

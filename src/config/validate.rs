@@ -9,12 +9,8 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     let root = KeyPath::root();
     let server = root.key("server");
 
-    if c.server.hostname.trim().is_empty() || c.server.hostname.chars().any(|ch| ch.is_whitespace())
-    {
-        p.error(
-            &server.key("hostname"),
-            "must be a host name without spaces, e.g. \"baton.example.com\"",
-        );
+    if c.server.hostname.trim().is_empty() || c.server.hostname.chars().any(|ch| ch.is_whitespace()) {
+        p.error(&server.key("hostname"), "must be a host name without spaces, e.g. \"baton.example.com\"");
     }
     let http = check_listen(&c.server.http_listen, &server.key("http_listen"), p);
     let admin = check_listen(&c.server.admin_listen, &server.key("admin_listen"), p);
@@ -22,10 +18,44 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         && h == a
         && h.port() != 0
     {
-        p.error(
-            &server.key("admin_listen"),
-            format!("same address as server.http_listen ({h})"),
-        );
+        p.error(&server.key("admin_listen"), format!("same address as server.http_listen ({h})"));
+    }
+    let smtp = c.server.smtp_listen.as_deref().and_then(|a| check_listen(a, &server.key("smtp_listen"), p));
+    let smtps = c.server.smtps_listen.as_deref().and_then(|a| check_listen(a, &server.key("smtps_listen"), p));
+    let mut taken = vec![("http_listen", http), ("admin_listen", admin)];
+    for (key, addr) in [("smtp_listen", smtp), ("smtps_listen", smtps)] {
+        if let Some(a) = addr
+            && a.port() != 0
+            && let Some((other, _)) = taken.iter().find(|(_, t)| *t == Some(a))
+        {
+            p.error(&server.key(key), format!("same address as server.{other} ({a})"));
+        }
+        taken.push((key, addr));
+    }
+    if c.server.smtps_listen.is_some() && c.server.tls.is_none() {
+        p.error(&server.key("smtps_listen"), "smtps needs a certificate: add [server.tls] with cert and key");
+    }
+    if let Some(tls) = &c.server.tls
+        && let Err(e) = crate::tls::load_server_config(&tls.cert, &tls.key)
+    {
+        p.error(&server.key("tls"), e);
+    }
+    let smtp_limits = KeyPath::root().key("smtp");
+    for (key, value) in [
+        ("max_connections", c.smtp.max_connections),
+        ("max_connections_per_ip", c.smtp.max_connections_per_ip),
+        ("max_errors", c.smtp.max_errors as usize),
+        ("max_auth_failures", c.smtp.max_auth_failures as usize),
+    ] {
+        if value == 0 {
+            p.error(&smtp_limits.key(key), "must be at least 1");
+        }
+    }
+    if c.smtp.max_line_length < 512 {
+        p.error(&smtp_limits.key("max_line_length"), "must be at least 512 (RFC 5321)");
+    }
+    if c.smtp.idle_timeout.0.is_zero() {
+        p.error(&smtp_limits.key("idle_timeout"), "must be greater than 0");
     }
     if c.server.max_message_size.0 == 0 {
         p.error(&server.key("max_message_size"), "must be greater than 0");
@@ -34,24 +64,15 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         p.error(&server.key("max_recipients"), "must be at least 1");
     }
     if c.retry.schedule.is_empty() {
-        p.error(
-            &root.key("retry").key("schedule"),
-            "needs at least one delay, e.g. [\"10s\", \"1m\"]",
-        );
+        p.error(&root.key("retry").key("schedule"), "needs at least one delay, e.g. [\"10s\", \"1m\"]");
     }
     for (i, d) in c.retry.schedule.iter().enumerate() {
         if d.0.is_zero() {
-            p.error(
-                &root.key("retry").key("schedule").index(i),
-                "a retry delay must be greater than 0",
-            );
+            p.error(&root.key("retry").key("schedule").index(i), "a retry delay must be greater than 0");
         }
     }
     if c.delivery.concurrency == 0 {
-        p.error(
-            &root.key("delivery").key("concurrency"),
-            "must be at least 1",
-        );
+        p.error(&root.key("delivery").key("concurrency"), "must be at least 1");
     }
 
     validate_providers(c, p);
@@ -63,39 +84,25 @@ fn check_listen(value: &str, path: &KeyPath, p: &mut Problems<'_>) -> Option<Soc
     match value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            p.error(
-                path,
-                format!(
-                    "{value:?} is not a listen address; write IP:PORT, e.g. \"127.0.0.1:8080\""
-                ),
-            );
+            p.error(path, format!("{value:?} is not a listen address; write IP:PORT, e.g. \"127.0.0.1:8080\""));
             None
         }
     }
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn validate_providers(c: &Config, p: &mut Problems<'_>) {
     let providers = KeyPath::root().key("providers");
     if c.providers.is_empty() {
-        p.error(
-            &providers,
-            "no providers configured: add at least one [providers.NAME] table",
-        );
+        p.error(&providers, "no providers configured: add at least one [providers.NAME] table");
     }
     for (name, provider) in &c.providers {
         let path = providers.key(name);
         if !valid_name(name) {
-            p.error(
-                &path,
-                "provider names may use letters, digits, '-' and '_' only",
-            );
+            p.error(&path, "provider names may use letters, digits, '-' and '_' only");
         }
         match provider {
             ProviderConfig::Smtp(s) => {
@@ -112,18 +119,12 @@ fn validate_providers(c: &Config, p: &mut Problems<'_>) {
                     p.error(&path.key("max_connections"), "must be at least 1");
                 }
                 match (&s.username, &s.password) {
-                    (Some(_), None) => {
-                        p.error(&path.key("username"), "username is set but password is not")
-                    }
-                    (None, Some(_)) => {
-                        p.error(&path.key("password"), "password is set but username is not")
-                    }
+                    (Some(_), None) => p.error(&path.key("username"), "username is set but password is not"),
+                    (None, Some(_)) => p.error(&path.key("password"), "password is set but username is not"),
                     _ => {}
                 }
                 let loopback = matches!(s.host.as_str(), "localhost" | "127.0.0.1" | "::1")
-                    || s.host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
+                    || s.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
                 if s.tls == TlsMode::None && s.username.is_some() && !loopback {
                     p.error(
                         &path.key("tls"),
@@ -131,12 +132,18 @@ fn validate_providers(c: &Config, p: &mut Problems<'_>) {
                     );
                 }
                 if s.tls == TlsMode::Starttls && s.port == 465 {
-                    p.error(&path.key("tls"), "port 465 speaks implicit TLS: use tls = \"tls\" (or port 587 for STARTTLS)");
+                    p.error(
+                        &path.key("tls"),
+                        "port 465 speaks implicit TLS: use tls = \"tls\" (or port 587 for STARTTLS)",
+                    );
                 }
                 if s.tls == TlsMode::Tls && (s.port == 587 || s.port == 25) {
                     p.error(
                         &path.key("tls"),
-                        format!("port {} speaks STARTTLS, not implicit TLS: use tls = \"starttls\" (or port 465)", s.port),
+                        format!(
+                            "port {} speaks STARTTLS, not implicit TLS: use tls = \"starttls\" (or port 465)",
+                            s.port
+                        ),
                     );
                 }
                 if s.tls == TlsMode::None && s.ca_file.is_some() {
@@ -145,10 +152,7 @@ fn validate_providers(c: &Config, p: &mut Problems<'_>) {
                 if let Some(ca) = &s.ca_file
                     && !ca.is_file()
                 {
-                    p.error(
-                        &path.key("ca_file"),
-                        format!("{} does not exist or is not a file", ca.display()),
-                    );
+                    p.error(&path.key("ca_file"), format!("{} does not exist or is not a file", ca.display()));
                 }
             }
             ProviderConfig::File(f) => {
@@ -165,18 +169,13 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
     let route_names: HashSet<&str> = c.routes.iter().map(|r| r.name.as_str()).collect();
     let mut names = HashSet::new();
     let mut keys: HashMap<&str, &str> = HashMap::new();
+    let mut smtp_users: HashMap<&str, &str> = HashMap::new();
     for (i, client) in c.clients.iter().enumerate() {
         let path = clients.index(i);
         if !valid_name(&client.name) {
-            p.error(
-                &path.key("name"),
-                "client names may use letters, digits, '-' and '_' only",
-            );
+            p.error(&path.key("name"), "client names may use letters, digits, '-' and '_' only");
         } else if !names.insert(client.name.as_str()) {
-            p.error(
-                &path.key("name"),
-                format!("duplicate client name {:?}", client.name),
-            );
+            p.error(&path.key("name"), format!("duplicate client name {:?}", client.name));
         }
         for (k, key) in client.api_keys.iter().enumerate() {
             let kpath = path.key("api_keys").index(k);
@@ -185,36 +184,48 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
             }
             if let Some(other) = keys.insert(key.as_str(), client.name.as_str()) {
                 // Never print the key itself.
+                p.error(&kpath, format!("this API key is also used by client {other:?}"));
+            }
+        }
+        for (u, user) in client.smtp_users.iter().enumerate() {
+            let upath = path.key("smtp_users").index(u);
+            if user.username.is_empty() || user.username.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                p.error(&upath.key("username"), "must be non-empty, without spaces");
+            } else if let Some(other) = smtp_users.insert(user.username.as_str(), client.name.as_str()) {
                 p.error(
-                    &kpath,
-                    format!("this API key is also used by client {other:?}"),
+                    &upath.key("username"),
+                    format!("SMTP user {:?} is also defined by client {other:?}", user.username),
+                );
+            }
+            if user.password.len() < 8 {
+                p.error(&upath.key("password"), "SMTP passwords must be at least 8 characters long");
+            }
+        }
+        for (n, net) in client.allowed_networks.iter().enumerate() {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                p.error(
+                    &path.key("allowed_networks").index(n),
+                    format!("{net:?} is not a network; write CIDR like \"10.0.0.0/8\" or an IP address"),
                 );
             }
         }
         if client.allowed_senders.is_empty() {
-            p.error(
-                &path.key("allowed_senders"),
-                "empty: this client could not send from any address",
-            );
+            p.error(&path.key("allowed_senders"), "empty: this client could not send from any address");
         }
         for (s, pattern) in client.allowed_senders.iter().enumerate() {
             if !pattern.contains('@') {
                 p.error(
                     &path.key("allowed_senders").index(s),
-                    format!("{pattern:?} is not an address pattern; write e.g. \"*@example.com\" or \"alerts@example.net\""),
+                    format!(
+                        "{pattern:?} is not an address pattern; write e.g. \"*@example.com\" or \"alerts@example.net\""
+                    ),
                 );
             }
         }
         if let Some(route) = &client.route
             && !route_names.contains(route.as_str())
         {
-            p.error(
-                &path.key("route"),
-                format!(
-                    "unknown route {route:?} (routes: {})",
-                    join(route_names.iter())
-                ),
-            );
+            p.error(&path.key("route"), format!("unknown route {route:?} (routes: {})", join(route_names.iter())));
         }
     }
 }
@@ -222,10 +233,7 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
 fn validate_routes(c: &Config, p: &mut Problems<'_>) {
     let routes = KeyPath::root().key("routes");
     if c.routes.is_empty() {
-        p.error(
-            &routes,
-            "no routes configured: add a [[routes]] table with a providers list",
-        );
+        p.error(&routes, "no routes configured: add a [[routes]] table with a providers list");
         return;
     }
     let client_names: HashSet<&str> = c.clients.iter().map(|c| c.name.as_str()).collect();
@@ -234,15 +242,9 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
     for (i, route) in c.routes.iter().enumerate() {
         let path = routes.index(i);
         if !valid_name(&route.name) {
-            p.error(
-                &path.key("name"),
-                "route names may use letters, digits, '-' and '_' only",
-            );
+            p.error(&path.key("name"), "route names may use letters, digits, '-' and '_' only");
         } else if !names.insert(route.name.as_str()) {
-            p.error(
-                &path.key("name"),
-                format!("duplicate route name {:?}", route.name),
-            );
+            p.error(&path.key("name"), format!("duplicate route name {:?}", route.name));
         }
         if route.providers.is_empty() {
             p.error(&path.key("providers"), "needs at least one provider");
@@ -251,13 +253,7 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
         for (j, provider) in route.providers.iter().enumerate() {
             let ppath = path.key("providers").index(j);
             if !c.providers.contains_key(provider) {
-                p.error(
-                    &ppath,
-                    format!(
-                        "unknown provider {provider:?} (providers: {})",
-                        join(c.providers.keys())
-                    ),
-                );
+                p.error(&ppath, format!("unknown provider {provider:?} (providers: {})", join(c.providers.keys())));
             } else if !seen.insert(provider.as_str()) {
                 p.error(&ppath, format!("provider {provider:?} is listed twice"));
             }
@@ -268,20 +264,13 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
         {
             for (j, client) in clients.iter().enumerate() {
                 if !client_names.contains(client.as_str()) {
-                    p.error(
-                        &path.key("match").key("clients").index(j),
-                        format!("unknown client {client:?}"),
-                    );
+                    p.error(&path.key("match").key("clients").index(j), format!("unknown client {client:?}"));
                 }
             }
         }
     }
-    let catch_all = c
-        .routes
-        .iter()
-        .any(|r| r.matcher.as_ref().is_none_or(|m| m.matches_everything()));
-    let every_client_routed =
-        !c.clients.is_empty() && c.clients.iter().all(|cl| cl.route.is_some());
+    let catch_all = c.routes.iter().any(|r| r.matcher.as_ref().is_none_or(|m| m.matches_everything()));
+    let every_client_routed = !c.clients.is_empty() && c.clients.iter().all(|cl| cl.route.is_some());
     if !catch_all && !every_client_routed {
         p.error(
             &routes,
@@ -290,10 +279,7 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
     }
     for name in c.providers.keys() {
         if !used.contains(name.as_str()) {
-            p.warn(
-                &KeyPath::root().key("providers").key(name),
-                "provider is not used by any route",
-            );
+            p.warn(&KeyPath::root().key("providers").key(name), "provider is not used by any route");
         }
     }
 }
@@ -301,9 +287,5 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
 fn join<'a>(items: impl Iterator<Item = &'a (impl AsRef<str> + 'a + ?Sized)>) -> String {
     let mut v: Vec<&str> = items.map(|s| s.as_ref()).collect();
     v.sort_unstable();
-    if v.is_empty() {
-        "none".to_string()
-    } else {
-        v.join(", ")
-    }
+    if v.is_empty() { "none".to_string() } else { v.join(", ") }
 }

@@ -30,9 +30,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, grace: Duration) 
             match shared.queue.take_due(now_ms()) {
                 Ok(id) => break id,
                 Err(next) => {
-                    let wait = next
-                        .map(|due| due.saturating_sub(now_ms()))
-                        .unwrap_or(60_000);
+                    let wait = next.map(|due| due.saturating_sub(now_ms())).unwrap_or(60_000);
                     tokio::select! {
                         _ = shared.queue.changed() => {}
                         _ = tokio::time::sleep(Duration::from_millis(wait.max(1))) => {}
@@ -50,19 +48,10 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, grace: Duration) 
     while passes.try_join_next().is_some() {}
     let in_flight = passes.len();
     if in_flight > 0 {
-        tracing::info!(
-            in_flight,
-            grace_secs = grace.as_secs_f64(),
-            "waiting for deliveries under way"
-        );
-        let drained =
-            tokio::time::timeout(grace, async { while passes.join_next().await.is_some() {} })
-                .await;
+        tracing::info!(in_flight, grace_secs = grace.as_secs_f64(), "waiting for deliveries under way");
+        let drained = tokio::time::timeout(grace, async { while passes.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::warn!(
-                abandoned = passes.len(),
-                "grace period over: unfinished deliveries stay in the spool"
-            );
+            tracing::warn!(abandoned = passes.len(), "grace period over: unfinished deliveries stay in the spool");
             passes.abort_all();
             while passes.join_next().await.is_some() {}
         }

@@ -19,10 +19,9 @@ struct PassResult {
 pub async fn deliver(shared: &Shared, id: &str) {
     let spool = shared.spool.clone();
     let key = id.to_string();
-    let loaded = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::spool::SpoolError>((spool.get(&key)?, spool.body(&key)?))
-    })
-    .await;
+    let loaded =
+        tokio::task::spawn_blocking(move || Ok::<_, crate::spool::SpoolError>((spool.get(&key)?, spool.body(&key)?)))
+            .await;
     let (mut record, body) = match loaded {
         Ok(Ok((Some(record), Some(body)))) if !record.status.is_final() => (record, body),
         Ok(Ok((Some(record), None))) if !record.status.is_final() => {
@@ -55,14 +54,10 @@ pub async fn deliver(shared: &Shared, id: &str) {
     if record.has_pending() {
         if result.all_bad_request {
             fail_pending(&mut record, "every provider refused the message as invalid");
-        } else if now.saturating_sub(record.created_ms) >= config.spool.max_age.0.as_millis() as u64
-        {
+        } else if now.saturating_sub(record.created_ms) >= config.spool.max_age.0.as_millis() as u64 {
             fail_pending(
                 &mut record,
-                &format!(
-                    "expired: not delivered within spool.max_age ({})",
-                    config.spool.max_age
-                ),
+                &format!("expired: not delivered within spool.max_age ({})", config.spool.max_age),
             );
         }
     }
@@ -76,32 +71,18 @@ pub async fn deliver(shared: &Shared, id: &str) {
             tracing::error!(message_id = id, error = %e, "cannot persist delivery state");
         }
         tracing::info!(message_id = id, route = %result.route, retry_in_secs = delay.as_secs(), "no provider took the message; waiting for the next retry");
-        shared
-            .queue
-            .schedule(id, record.next_attempt_ms, record.created_ms);
+        shared.queue.schedule(id, record.next_attempt_ms, record.created_ms);
     } else {
         if let Some(provider) = &result.last_provider {
-            let failed = record
-                .recipients
-                .iter()
-                .filter(|r| r.status == RecipientStatus::Failed)
-                .count();
-            shared
-                .metrics
-                .recipients
-                .with_label_values(&[provider, "failed"])
-                .inc_by(failed as u64);
+            let failed = record.recipients.iter().filter(|r| r.status == RecipientStatus::Failed).count();
+            shared.metrics.recipients.with_label_values(&[provider, "failed"]).inc_by(failed as u64);
         }
         finish(shared, record, &result.route).await;
     }
 }
 
 fn fail_pending(record: &mut MessageRecord, reason: &str) {
-    for r in record
-        .recipients
-        .iter_mut()
-        .filter(|r| r.status == RecipientStatus::Pending)
-    {
+    for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
         r.status = RecipientStatus::Failed;
         r.detail = Some(match r.detail.take() {
             Some(last) => format!("{reason}; last error: {last}"),
@@ -117,31 +98,16 @@ async fn finish(shared: &Shared, mut record: MessageRecord, route: &str) {
         // The message stays pending on disk and will be retried after a restart.
         tracing::error!(message_id = %record.id, error = %e, "cannot persist final state");
     }
-    shared
-        .metrics
-        .messages_completed
-        .with_label_values(&[route, record.status.as_str()])
-        .inc();
+    shared.metrics.messages_completed.with_label_values(&[route, record.status.as_str()]).inc();
     tracing::info!(message_id = %record.id, route, status = record.status.as_str(), "message finished");
     shared.queue.finish(&record.id);
     shared.retain_completed(&record);
 }
 
-async fn run_pass(
-    shared: &Shared,
-    runtime: &Runtime,
-    record: &mut MessageRecord,
-    body: &[u8],
-) -> PassResult {
-    let Some(route) =
-        runtime.route_for(&record.client, &record.mail_from, record.stream.as_deref())
-    else {
+async fn run_pass(shared: &Shared, runtime: &Runtime, record: &mut MessageRecord, body: &[u8]) -> PassResult {
+    let Some(route) = runtime.route_for(&record.client, &record.mail_from, record.stream.as_deref()) else {
         tracing::error!(message_id = %record.id, client = %record.client, "no route matches this message");
-        return PassResult {
-            route: "none".into(),
-            all_bad_request: false,
-            last_provider: None,
-        };
+        return PassResult { route: "none".into(), all_bad_request: false, last_provider: None };
     };
     let metrics = &shared.metrics;
     let mut all_bad_request = true;
@@ -154,18 +120,10 @@ async fn run_pass(
         let Some(provider) = runtime.providers.get(name) else {
             continue;
         };
-        let recipients: Vec<String> = pending
-            .iter()
-            .map(|&i| record.recipients[i].email.clone())
-            .collect();
+        let recipients: Vec<String> = pending.iter().map(|&i| record.recipients[i].email.clone()).collect();
         let started = Instant::now();
         let report = provider
-            .send(&Outbound {
-                id: &record.id,
-                mail_from: &record.mail_from,
-                recipients: &recipients,
-                body,
-            })
+            .send(&Outbound { id: &record.id, mail_from: &record.mail_from, recipients: &recipients, body })
             .await;
         let elapsed = started.elapsed();
         last_provider = Some(name.clone());
@@ -173,14 +131,8 @@ async fn run_pass(
             all_bad_request = false;
         }
         let class = report.class.as_str();
-        metrics
-            .delivery_attempts
-            .with_label_values(&[name, class])
-            .inc();
-        metrics
-            .provider_request_duration
-            .with_label_values(&[name, class])
-            .observe(elapsed.as_secs_f64());
+        metrics.delivery_attempts.with_label_values(&[name, class]).inc();
+        metrics.provider_request_duration.with_label_values(&[name, class]).observe(elapsed.as_secs_f64());
         tracing::info!(
             message_id = %record.id, provider = %name, outcome = class, duration_ms = elapsed.as_millis() as u64,
             recipients = recipients.len(), detail = %report.detail, possible_duplicate = report.possible_duplicate,
@@ -198,30 +150,19 @@ async fn run_pass(
         for (&idx, result) in pending.iter().zip(report.recipients) {
             let r = &mut record.recipients[idx];
             match result {
-                RecipientResult::Delivered {
-                    provider_message_id,
-                } => {
+                RecipientResult::Delivered { provider_message_id } => {
                     r.status = RecipientStatus::Delivered;
                     r.provider = Some(name.clone());
                     r.provider_message_id = provider_message_id;
                     r.detail = None;
-                    metrics
-                        .recipients
-                        .with_label_values(&[name, "delivered"])
-                        .inc();
-                    metrics
-                        .delivery_latency
-                        .with_label_values(&[&route.name, name])
-                        .observe(latency);
+                    metrics.recipients.with_label_values(&[name, "delivered"]).inc();
+                    metrics.delivery_latency.with_label_values(&[&route.name, name]).observe(latency);
                 }
                 RecipientResult::Rejected { detail } => {
                     r.status = RecipientStatus::Rejected;
                     r.provider = Some(name.clone());
                     r.detail = Some(detail);
-                    metrics
-                        .recipients
-                        .with_label_values(&[name, "rejected"])
-                        .inc();
+                    metrics.recipients.with_label_values(&[name, "rejected"]).inc();
                 }
                 RecipientResult::NotDone => r.detail = Some(format!("{name}: {}", report.detail)),
             }
@@ -229,16 +170,9 @@ async fn run_pass(
         if record.has_pending()
             && let Some(next) = route.providers.get(position + 1)
         {
-            metrics
-                .failovers
-                .with_label_values(&[&route.name, name, next, class])
-                .inc();
+            metrics.failovers.with_label_values(&[&route.name, name, next, class]).inc();
             tracing::warn!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = class, "failover");
         }
     }
-    PassResult {
-        route: route.name.clone(),
-        all_bad_request: all_bad_request && last_provider.is_some(),
-        last_provider,
-    }
+    PassResult { route: route.name.clone(), all_bad_request: all_bad_request && last_provider.is_some(), last_provider }
 }

@@ -119,10 +119,7 @@ mod tests {
         assert_eq!(&*q.take_due(15).unwrap(), "a");
         assert_eq!(q.take_due(15), Err(Some(20)));
         let st = q.stats(15);
-        assert_eq!(
-            (st.ready, st.scheduled, st.in_flight, st.oldest_created_ms),
-            (0, 1, 1, Some(1))
-        );
+        assert_eq!((st.ready, st.scheduled, st.in_flight, st.oldest_created_ms), (0, 1, 1, Some(1)));
         q.schedule("a", 30, 1); // back from a failed pass
         assert_eq!(&*q.take_due(25).unwrap(), "b");
         q.finish("b");

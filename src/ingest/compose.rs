@@ -97,9 +97,7 @@ const RESERVED_HEADERS: [&str; 13] = [
 
 fn no_injection(field: &str, value: &str) -> Result<(), ComposeError> {
     if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
-        return Err(ComposeError::HeaderInjection(format!(
-            "{field} contains a line break or NUL"
-        )));
+        return Err(ComposeError::HeaderInjection(format!("{field} contains a line break or NUL")));
     }
     Ok(())
 }
@@ -113,26 +111,18 @@ fn parse_address(field: &str, input: &AddressInput) -> Result<Parsed, ComposeErr
     match input {
         AddressInput::Plain(s) => {
             no_injection(field, s)?;
-            let mailbox = lettre::message::Mailbox::from_str(s.trim()).map_err(|e| {
-                ComposeError::Invalid(format!("{field}: {s:?} is not a valid address ({e})"))
-            })?;
-            Ok(Parsed {
-                name: mailbox.name,
-                email: mailbox.email.to_string(),
-            })
+            let mailbox = lettre::message::Mailbox::from_str(s.trim())
+                .map_err(|e| ComposeError::Invalid(format!("{field}: {s:?} is not a valid address ({e})")))?;
+            Ok(Parsed { name: mailbox.name, email: mailbox.email.to_string() })
         }
         AddressInput::Full { email, name } => {
             no_injection(field, email)?;
             if let Some(n) = name {
                 no_injection(field, n)?;
             }
-            let address = lettre::Address::from_str(email.trim()).map_err(|e| {
-                ComposeError::Invalid(format!("{field}: {email:?} is not a valid address ({e})"))
-            })?;
-            Ok(Parsed {
-                name: name.clone().filter(|n| !n.is_empty()),
-                email: address.to_string(),
-            })
+            let address = lettre::Address::from_str(email.trim())
+                .map_err(|e| ComposeError::Invalid(format!("{field}: {email:?} is not a valid address ({e})")))?;
+            Ok(Parsed { name: name.clone().filter(|n| !n.is_empty()), email: address.to_string() })
         }
     }
 }
@@ -172,9 +162,7 @@ pub fn compose(
         }
     }
     if recipients.is_empty() {
-        return Err(ComposeError::Invalid(
-            "to: at least one recipient (to, cc or bcc) is required".into(),
-        ));
+        return Err(ComposeError::Invalid("to: at least one recipient (to, cc or bcc) is required".into()));
     }
     if recipients.len() > max_recipients {
         return Err(ComposeError::Invalid(format!(
@@ -215,13 +203,7 @@ pub fn compose(
     if body.len() as u64 > max_size {
         return Err(ComposeError::TooLarge(max_size));
     }
-    Ok(Composed {
-        mail_from: from.email,
-        recipients,
-        body,
-        stream: req.stream,
-        tags: req.tags,
-    })
+    Ok(Composed { mail_from: from.email, recipients, body, stream: req.stream, tags: req.tags })
 }
 
 fn build_mime(
@@ -231,25 +213,15 @@ fn build_mime(
     id: &str,
     hostname: &str,
 ) -> Result<Vec<u8>, ComposeError> {
-    let mut b = MessageBuilder::new()
-        .from(mb_address(from))
-        .message_id(format!("{id}@{hostname}"))
-        .date(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        );
+    let mut b = MessageBuilder::new().from(mb_address(from)).message_id(format!("{id}@{hostname}")).date(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+    );
     for (field, list) in lists {
         if list.is_empty() || *field == "bcc" {
             continue; // Bcc recipients are envelope-only.
         }
         let addrs = MbAddress::new_list(list.iter().map(mb_address).collect());
-        b = if *field == "to" {
-            b.to(addrs)
-        } else {
-            b.cc(addrs)
-        };
+        b = if *field == "to" { b.to(addrs) } else { b.cc(addrs) };
     }
     if let Some(reply_to) = &req.reply_to {
         b = b.reply_to(mb_address(&parse_address("reply_to", reply_to)?));
@@ -260,9 +232,7 @@ fn build_mime(
     }
     for (name, value) in &req.headers {
         if !valid_header_name(name) {
-            return Err(ComposeError::Invalid(format!(
-                "headers: {name:?} is not a valid header name"
-            )));
+            return Err(ComposeError::Invalid(format!("headers: {name:?} is not a valid header name")));
         }
         no_injection(&format!("headers.{name}"), value)?;
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
@@ -275,9 +245,7 @@ fn build_mime(
     match (&req.text, &req.html) {
         (None, None) => {
             if req.attachments.is_empty() {
-                return Err(ComposeError::Invalid(
-                    "text: give text, html (or both), or raw_base64".into(),
-                ));
+                return Err(ComposeError::Invalid("text: give text, html (or both), or raw_base64".into()));
             }
         }
         (text, html) => {
@@ -291,10 +259,7 @@ fn build_mime(
     }
     for (i, a) in req.attachments.iter().enumerate() {
         no_injection(&format!("attachments[{i}].filename"), &a.filename)?;
-        let content_type = a
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
+        let content_type = a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into());
         no_injection(&format!("attachments[{i}].content_type"), &content_type)?;
         if !content_type.contains('/') {
             return Err(ComposeError::Invalid(format!(
@@ -303,15 +268,10 @@ fn build_mime(
         }
         let data = base64::engine::general_purpose::STANDARD
             .decode(a.content_base64.trim())
-            .map_err(|e| {
-                ComposeError::Invalid(format!(
-                    "attachments[{i}].content_base64: not valid base64 ({e})"
-                ))
-            })?;
+            .map_err(|e| ComposeError::Invalid(format!("attachments[{i}].content_base64: not valid base64 ({e})")))?;
         b = b.attachment(content_type, a.filename.clone(), data);
     }
-    b.write_to_vec()
-        .map_err(|e| ComposeError::Invalid(format!("cannot build message: {e}")))
+    b.write_to_vec().map_err(|e| ComposeError::Invalid(format!("cannot build message: {e}")))
 }
 
 /// Checks a raw message has a header section, converts bare LF to CRLF, and adds a Message-ID
@@ -330,13 +290,10 @@ fn prepare_raw(raw: Vec<u8>, id: &str, hostname: &str) -> Result<Vec<u8>, Compos
     let headers = &out[..header_end];
     let first_line = headers.split(|&b| b == b'\n').next().unwrap_or_default();
     if !first_line.contains(&b':') || first_line.first().is_some_and(|b| b.is_ascii_whitespace()) {
-        return Err(ComposeError::Invalid(
-            "raw_base64: does not start with a header section".into(),
-        ));
+        return Err(ComposeError::Invalid("raw_base64: does not start with a header section".into()));
     }
-    let has_message_id = headers
-        .split(|&b| b == b'\n')
-        .any(|line| line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:"));
+    let has_message_id =
+        headers.split(|&b| b == b'\n').any(|line| line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:"));
     if has_message_id {
         return Ok(out);
     }
@@ -366,91 +323,49 @@ mod tests {
         );
         let c = compose(r, "01ID", "baton.example.com", 1 << 20, 100).unwrap();
         assert_eq!(c.mail_from, "billing@example.com");
-        assert_eq!(
-            c.recipients,
-            vec!["alice@example.net", "bob@example.org", "audit@example.com"]
-        );
+        assert_eq!(c.recipients, vec!["alice@example.net", "bob@example.org", "audit@example.com"]);
         let text = String::from_utf8(c.body).unwrap();
-        assert!(
-            text.contains("Message-ID: <01ID@baton.example.com>"),
-            "{text}"
-        );
+        assert!(text.contains("Message-ID: <01ID@baton.example.com>"), "{text}");
         assert!(text.contains("MIME-Version: 1.0"));
         assert!(text.contains("multipart/alternative"));
         assert!(text.contains("multipart/mixed"));
         assert!(text.contains("X-Campaign: reset"));
-        assert!(
-            text.contains("Subject: =?utf-8?"),
-            "subject must be encoded: {text}"
-        );
-        assert!(
-            !text.contains("audit@example.com"),
-            "bcc must not appear in headers"
-        );
+        assert!(text.contains("Subject: =?utf-8?"), "subject must be encoded: {text}");
+        assert!(!text.contains("audit@example.com"), "bcc must not appear in headers");
     }
 
     #[test]
     fn refuses_injection_and_bad_fields() {
-        let r = req(
-            r#"{"from":"a@example.com","to":["b@example.net"],"subject":"x\r\nBcc: evil@example.org","text":"t"}"#,
-        );
-        assert!(matches!(
-            compose(r, "i", "h", 1000, 10),
-            Err(ComposeError::HeaderInjection(_))
-        ));
+        let r =
+            req(r#"{"from":"a@example.com","to":["b@example.net"],"subject":"x\r\nBcc: evil@example.org","text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::HeaderInjection(_))));
         let r = req(
             r#"{"from":"a@example.com","to":["b@example.net"],"headers":{"X-A":"v\nBcc: x@example.org"},"text":"t"}"#,
         );
-        assert!(matches!(
-            compose(r, "i", "h", 1000, 10),
-            Err(ComposeError::HeaderInjection(_))
-        ));
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::HeaderInjection(_))));
         let r = req(r#"{"from":"a@example.com","to":["not an address"],"text":"t"}"#);
-        assert!(
-            matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(m)) if m.starts_with("to[0]"))
-        );
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(m)) if m.starts_with("to[0]")));
         let r = req(r#"{"from":"a@example.com","to":[],"text":"t"}"#);
-        assert!(matches!(
-            compose(r, "i", "h", 1000, 10),
-            Err(ComposeError::Invalid(_))
-        ));
-        let r = req(
-            r#"{"from":"a@example.com","to":["b@example.net"],"headers":{"Subject":"x"},"text":"t"}"#,
-        );
-        assert!(matches!(
-            compose(r, "i", "h", 1000, 10),
-            Err(ComposeError::Invalid(_))
-        ));
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(_))));
+        let r = req(r#"{"from":"a@example.com","to":["b@example.net"],"headers":{"Subject":"x"},"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(_))));
         let r = req(r#"{"from":"a@example.com","to":["b@example.net"],"text":"0123456789"}"#);
-        assert!(matches!(
-            compose(r, "i", "h", 50, 10),
-            Err(ComposeError::TooLarge(50))
-        ));
-        let r =
-            req(r#"{"from":"a@example.com","to":["b@example.net","c@example.net"],"text":"t"}"#);
-        assert!(matches!(
-            compose(r, "i", "h", 1000, 1),
-            Err(ComposeError::Invalid(_))
-        ));
+        assert!(matches!(compose(r, "i", "h", 50, 10), Err(ComposeError::TooLarge(50))));
+        let r = req(r#"{"from":"a@example.com","to":["b@example.net","c@example.net"],"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 1), Err(ComposeError::Invalid(_))));
     }
 
     #[test]
     fn raw_messages_keep_bytes_and_get_message_id() {
-        let raw = base64::engine::general_purpose::STANDARD
-            .encode("Subject: hi\nFrom: a@example.com\n\nbody\n");
-        let r = req(&format!(
-            r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#
-        ));
+        let raw = base64::engine::general_purpose::STANDARD.encode("Subject: hi\nFrom: a@example.com\n\nbody\n");
+        let r = req(&format!(r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#));
         let c = compose(r, "RAWID", "h.example.com", 1000, 10).unwrap();
         assert_eq!(
             String::from_utf8(c.body).unwrap(),
             "Message-ID: <RAWID@h.example.com>\r\nSubject: hi\r\nFrom: a@example.com\r\n\r\nbody\r\n"
         );
-        let raw = base64::engine::general_purpose::STANDARD
-            .encode("Message-ID: <x@y>\r\nSubject: hi\r\n\r\nbody\r\n");
-        let r = req(&format!(
-            r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#
-        ));
+        let raw = base64::engine::general_purpose::STANDARD.encode("Message-ID: <x@y>\r\nSubject: hi\r\n\r\nbody\r\n");
+        let r = req(&format!(r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#));
         let c = compose(r, "RAWID", "h", 1000, 10).unwrap();
         assert_eq!(c.body, b"Message-ID: <x@y>\r\nSubject: hi\r\n\r\nbody\r\n");
     }

@@ -20,9 +20,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/messages", post(send))
         .route("/v1/messages/{id}", get(status))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(shared)
 }
 
@@ -35,37 +33,23 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
+        let mut resp =
+            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }
         resp
     }
 }
 
 fn reject(shared: &Shared, reason: &str, err: ApiError) -> ApiError {
-    shared
-        .metrics
-        .ingest_rejections
-        .with_label_values(&["http", reason])
-        .inc();
+    shared.metrics.ingest_rejections.with_label_values(&["http", reason]).inc();
     err
 }
 
@@ -74,37 +58,22 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, Api
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     let Some(key) = key else {
         return Err(reject(
             shared,
             "auth",
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing `Authorization: Bearer <api key>` header",
-            ),
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <api key>` header"),
         ));
     };
     match shared.runtime.load().client_by_key(key) {
         Some(client) => Ok(client.clone()),
-        None => Err(reject(
-            shared,
-            "auth",
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API key"),
-        )),
+        None => Err(reject(shared, "auth", ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API key"))),
     }
 }
 
-async fn send(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     if shared.is_shutting_down() {
         return Err(reject(
             &shared,
@@ -130,10 +99,7 @@ async fn send(
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!(
-                    "request body is larger than the message size limit ({})",
-                    server.max_message_size
-                ),
+                format!("request body is larger than the message size limit ({})", server.max_message_size),
             ),
         )
     })?;
@@ -162,31 +128,16 @@ async fn send(
         } else {
             format!("{path}: {}", e.inner())
         };
-        reject(
-            &shared,
-            "invalid",
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message),
-        )
+        reject(&shared, "invalid", ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message))
     })?;
     let id = new_message_id();
-    let composed = compose(
-        request,
-        &id,
-        &server.hostname,
-        max_size,
-        server.max_recipients,
-    )
-    .map_err(|e| match e {
-        ComposeError::Invalid(m) => reject(
-            &shared,
-            "invalid",
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
-        ),
-        ComposeError::HeaderInjection(m) => reject(
-            &shared,
-            "header_injection",
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "header_injection", m),
-        ),
+    let composed = compose(request, &id, &server.hostname, max_size, server.max_recipients).map_err(|e| match e {
+        ComposeError::Invalid(m) => {
+            reject(&shared, "invalid", ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m))
+        }
+        ComposeError::HeaderInjection(m) => {
+            reject(&shared, "header_injection", ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "header_injection", m))
+        }
         ComposeError::TooLarge(limit) => reject(
             &shared,
             "too_large",
@@ -204,28 +155,12 @@ async fn send(
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 "sender_not_allowed",
-                format!(
-                    "client {:?} may not send from {}",
-                    client.name, composed.mail_from
-                ),
+                format!("client {:?} may not send from {}", client.name, composed.mail_from),
             ),
         ));
     }
-    match accept(
-        &shared,
-        id,
-        &client.name,
-        Ingress::Http,
-        composed,
-        idempotency_key,
-    )
-    .await
-    {
-        Ok((id, _new)) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"id": id, "status": "queued"})),
-        )
-            .into_response()),
+    match accept(&shared, id, &client.name, Ingress::Http, composed, idempotency_key).await {
+        Ok((id, _new)) => Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "queued"}))).into_response()),
         Err(e) => {
             let (status, code) = match e {
                 IngestError::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, "spool_full"),
@@ -240,11 +175,7 @@ async fn send(
             } else {
                 e.to_string()
             };
-            Err(reject(
-                &shared,
-                e.reason(),
-                ApiError::new(status, code, message),
-            ))
+            Err(reject(&shared, e.reason(), ApiError::new(status, code, message)))
         }
     }
 }
@@ -255,11 +186,8 @@ fn rfc3339(ms: u64) -> String {
 
 /// The public view of a spooled message.
 pub fn status_json(r: &MessageRecord) -> serde_json::Value {
-    let status = if r.status == MessageStatus::Queued && !r.attempts.is_empty() {
-        MessageStatus::Delivering
-    } else {
-        r.status
-    };
+    let status =
+        if r.status == MessageStatus::Queued && !r.attempts.is_empty() { MessageStatus::Delivering } else { r.status };
     json!({
         "id": r.id,
         "status": status.as_str(),
@@ -297,10 +225,6 @@ async fn status(
     match record {
         // Another client's message is indistinguishable from a missing one.
         Some(r) if r.client == client.name => Ok(Json(status_json(&r)).into_response()),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no message with this id for this client",
-        )),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no message with this id for this client")),
     }
 }

@@ -4,11 +4,10 @@
 
 pub mod compose;
 pub mod http;
+pub mod smtp;
 
 use crate::app::Shared;
-use crate::spool::record::{
-    Ingress, MessageRecord, MessageStatus, Recipient, RecipientStatus, now_ms,
-};
+use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, RecipientStatus, now_ms};
 use crate::spool::{Inserted, SpoolError};
 use compose::Composed;
 
@@ -80,15 +79,9 @@ pub async fn accept(
     };
     match shared.spool.insert(&record, message.body).await {
         Ok(Inserted::New) => {
-            shared
-                .metrics
-                .messages_received
-                .with_label_values(&[ingress.as_str(), client])
-                .inc();
+            shared.metrics.messages_received.with_label_values(&[ingress.as_str(), client]).inc();
             tracing::info!(message_id = %record.id, client, ingress = ingress.as_str(), recipients = record.recipients.len(), size = record.size, "message accepted");
-            shared
-                .queue
-                .schedule(&record.id, record.next_attempt_ms, record.created_ms);
+            shared.queue.schedule(&record.id, record.next_attempt_ms, record.created_ms);
             Ok((record.id, true))
         }
         Ok(Inserted::Existing(existing)) => {

@@ -14,10 +14,7 @@ pub struct FileProvider {
 
 impl FileProvider {
     pub fn new(name: &str, config: &FileProviderConfig) -> Self {
-        FileProvider {
-            name: name.to_string(),
-            dir: config.dir.clone(),
-        }
+        FileProvider { name: name.to_string(), dir: config.dir.clone() }
     }
 }
 
@@ -55,22 +52,15 @@ impl Provider for FileProvider {
         let file_name = format!("{}.eml", msg.id);
         let body = msg.body.to_vec();
         let n = msg.recipients.len();
-        let written = tokio::task::spawn_blocking(move || {
-            write_atomically(&dir, &file_name, &[envelope.as_bytes(), &body])
-        })
-        .await;
+        let written =
+            tokio::task::spawn_blocking(move || write_atomically(&dir, &file_name, &[envelope.as_bytes(), &body]))
+                .await;
         match written {
             Ok(Ok(path)) => SendReport::delivered(n, Some(path.display().to_string()), "written"),
-            Ok(Err(e)) => SendReport::failed(
-                OutcomeClass::Transient,
-                n,
-                format!("cannot write to {}: {e}", self.dir.display()),
-            ),
-            Err(e) => SendReport::failed(
-                OutcomeClass::Transient,
-                n,
-                format!("writer task failed: {e}"),
-            ),
+            Ok(Err(e)) => {
+                SendReport::failed(OutcomeClass::Transient, n, format!("cannot write to {}: {e}", self.dir.display()))
+            }
+            Err(e) => SendReport::failed(OutcomeClass::Transient, n, format!("writer task failed: {e}")),
         }
     }
 }

@@ -30,11 +30,7 @@ pub trait Provider: Send + Sync {
 }
 
 /// Builds the adapter for one `[providers.NAME]` table.
-pub fn build(
-    name: &str,
-    config: &ProviderConfig,
-    hostname: &str,
-) -> Result<Arc<dyn Provider>, String> {
+pub fn build(name: &str, config: &ProviderConfig, hostname: &str) -> Result<Arc<dyn Provider>, String> {
     Ok(match config {
         ProviderConfig::Smtp(c) => Arc::new(SmtpProvider::new(name, c, hostname)?),
         ProviderConfig::File(c) => Arc::new(FileProvider::new(name, c)),

@@ -55,14 +55,12 @@ fn failure_from(stage: Stage, e: &lettre::transport::smtp::Error) -> Failure {
                 detail: truncate_detail(&format!("{} {code} {text}", stage.as_str())),
             }
         }
-        None if e.is_client() && stage == Stage::Auth => Failure {
-            class: OutcomeClass::Account,
-            detail: truncate_detail(&format!("auth: {e}")),
-        },
-        None => Failure {
-            class: OutcomeClass::Transient,
-            detail: truncate_detail(&format!("{}: {e}", stage.as_str())),
-        },
+        None if e.is_client() && stage == Stage::Auth => {
+            Failure { class: OutcomeClass::Account, detail: truncate_detail(&format!("auth: {e}")) }
+        }
+        None => {
+            Failure { class: OutcomeClass::Transient, detail: truncate_detail(&format!("{}: {e}", stage.as_str())) }
+        }
     }
 }
 
@@ -73,17 +71,12 @@ impl SmtpProvider {
         } else {
             let mut builder = TlsParameters::builder(c.host.clone());
             if let Some(ca) = &c.ca_file {
-                let pem =
-                    std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-                let cert = Certificate::from_pem(&pem)
-                    .map_err(|e| format!("invalid certificate in {}: {e}", ca.display()))?;
+                let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+                let cert =
+                    Certificate::from_pem(&pem).map_err(|e| format!("invalid certificate in {}: {e}", ca.display()))?;
                 builder = builder.add_root_certificate(cert);
             }
-            Some(
-                builder
-                    .build_rustls()
-                    .map_err(|e| format!("TLS setup failed: {e}"))?,
-            )
+            Some(builder.build_rustls().map_err(|e| format!("TLS setup failed: {e}"))?)
         };
         let credentials = match (&c.username, &c.password) {
             (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.clone())),
@@ -106,11 +99,7 @@ impl SmtpProvider {
 
     async fn connect(&self, stage: &mut Stage) -> Result<AsyncSmtpConnection, Failure> {
         *stage = Stage::Connect;
-        let implicit = if self.tls == TlsMode::Tls {
-            self.tls_params.clone()
-        } else {
-            None
-        };
+        let implicit = if self.tls == TlsMode::Tls { self.tls_params.clone() } else { None };
         let mut conn = AsyncSmtpConnection::connect_tokio1(
             (self.host.as_str(), self.port),
             Some(self.timeout),
@@ -125,23 +114,15 @@ impl SmtpProvider {
             if !conn.server_info().supports_feature(Extension::StartTls) {
                 return Err(Failure {
                     class: OutcomeClass::Account,
-                    detail: "server does not offer STARTTLS but tls = \"starttls\" is configured"
-                        .into(),
+                    detail: "server does not offer STARTTLS but tls = \"starttls\" is configured".into(),
                 });
             }
-            let params = self
-                .tls_params
-                .clone()
-                .expect("TLS parameters exist when TLS is on");
-            conn.starttls(params, &self.hello)
-                .await
-                .map_err(|e| failure_from(Stage::Tls, &e))?;
+            let params = self.tls_params.clone().expect("TLS parameters exist when TLS is on");
+            conn.starttls(params, &self.hello).await.map_err(|e| failure_from(Stage::Tls, &e))?;
         }
         if let Some(creds) = &self.credentials {
             *stage = Stage::Auth;
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], creds)
-                .await
-                .map_err(|e| failure_from(Stage::Auth, &e))?;
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], creds).await.map_err(|e| failure_from(Stage::Auth, &e))?;
         }
         Ok(conn)
     }
@@ -178,15 +159,14 @@ impl SmtpProvider {
         stage: &mut Stage,
         results: &mut [RecipientResult],
     ) -> Result<String, Failure> {
-        let _slot = self.slots.acquire().await.map_err(|_| Failure {
-            class: OutcomeClass::Transient,
-            detail: "provider closed".into(),
-        })?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Failure { class: OutcomeClass::Transient, detail: "provider closed".into() })?;
         let mut conn = self.checkout(stage).await?;
-        let from = Address::from_str(msg.mail_from).map_err(|e| Failure {
-            class: OutcomeClass::BadRequest,
-            detail: format!("invalid sender address: {e}"),
-        })?;
+        let from = Address::from_str(msg.mail_from)
+            .map_err(|e| Failure { class: OutcomeClass::BadRequest, detail: format!("invalid sender address: {e}") })?;
         let mut params = Vec::new();
         if !msg.body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
@@ -219,9 +199,7 @@ impl SmtpProvider {
                 let rcpt = match Address::from_str(&msg.recipients[idx]) {
                     Ok(a) => a,
                     Err(e) => {
-                        results[idx] = RecipientResult::Rejected {
-                            detail: format!("invalid address: {e}"),
-                        };
+                        results[idx] = RecipientResult::Rejected { detail: format!("invalid address: {e}") };
                         continue;
                     }
                 };
@@ -238,17 +216,12 @@ impl SmtpProvider {
                         }
                         let detail = truncate_detail(&format!("{code} {text}"));
                         match classify(Stage::Rcpt, code, &text) {
-                            OutcomeClass::RecipientRejected => {
-                                results[idx] = RecipientResult::Rejected { detail }
-                            }
+                            OutcomeClass::RecipientRejected => results[idx] = RecipientResult::Rejected { detail },
                             // A temporary refusal of this one recipient: leave it pending.
                             OutcomeClass::Transient => last_detail = detail,
                             class => {
                                 let _ = conn.command(Rset).await;
-                                return Err(Failure {
-                                    class,
-                                    detail: truncate_detail(&format!("RCPT TO {detail}")),
-                                });
+                                return Err(Failure { class, detail: truncate_detail(&format!("RCPT TO {detail}")) });
                             }
                         }
                     }
@@ -256,30 +229,19 @@ impl SmtpProvider {
             }
             if accepted.is_empty() {
                 *stage = Stage::Mail;
-                conn.command(Rset)
-                    .await
-                    .map_err(|e| failure_from(Stage::Mail, &e))?;
+                conn.command(Rset).await.map_err(|e| failure_from(Stage::Mail, &e))?;
                 break;
             }
             *stage = Stage::Data;
-            conn.command(Data)
-                .await
-                .map_err(|e| failure_from(Stage::Data, &e))?;
+            conn.command(Data).await.map_err(|e| failure_from(Stage::Data, &e))?;
             *stage = Stage::Body;
-            let reply = conn
-                .message(msg.body)
-                .await
-                .map_err(|e| failure_from(Stage::Body, &e))?;
+            let reply = conn.message(msg.body).await.map_err(|e| failure_from(Stage::Body, &e))?;
             let text: Vec<&str> = reply.message().collect();
             let text = text.join(" ");
-            let queue_id = text
-                .split("queued as ")
-                .nth(1)
-                .map(|s| s.split_whitespace().next().unwrap_or(s).to_string());
+            let queue_id =
+                text.split("queued as ").nth(1).map(|s| s.split_whitespace().next().unwrap_or(s).to_string());
             for idx in accepted {
-                results[idx] = RecipientResult::Delivered {
-                    provider_message_id: queue_id.clone(),
-                };
+                results[idx] = RecipientResult::Delivered { provider_message_id: queue_id.clone() };
             }
             last_detail = truncate_detail(&format!("{} {text}", u16::from(reply.code())));
             remaining = deferred;
@@ -298,27 +260,18 @@ impl Provider for SmtpProvider {
     async fn send(&self, msg: &Outbound<'_>) -> SendReport {
         let mut results = vec![RecipientResult::NotDone; msg.recipients.len()];
         let mut stage = Stage::Connect;
-        let outcome =
-            tokio::time::timeout(self.timeout, self.transact(msg, &mut stage, &mut results)).await;
+        let outcome = tokio::time::timeout(self.timeout, self.transact(msg, &mut stage, &mut results)).await;
         let timed_out = outcome.is_err();
         let (failure, detail) = match outcome {
             Ok(Ok(detail)) => (None, detail),
             Ok(Err(f)) => (Some(f.class), f.detail),
             Err(_) => (
                 Some(OutcomeClass::Transient),
-                format!(
-                    "timed out after {:?} waiting for {} reply",
-                    self.timeout,
-                    stage.as_str()
-                ),
+                format!("timed out after {:?} waiting for {} reply", self.timeout, stage.as_str()),
             ),
         };
-        let delivered = results
-            .iter()
-            .any(|r| matches!(r, RecipientResult::Delivered { .. }));
-        let rejected = results
-            .iter()
-            .any(|r| matches!(r, RecipientResult::Rejected { .. }));
+        let delivered = results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. }));
+        let rejected = results.iter().any(|r| matches!(r, RecipientResult::Rejected { .. }));
         let class = match failure {
             // Some recipients went through before the failure: report what happened to them,
             // and the failure class so the rest moves on to the next provider.

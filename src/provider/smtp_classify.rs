@@ -31,20 +31,9 @@ impl Stage {
     }
 }
 
-const ACCOUNT_TEXTS: [&str; 6] = [
-    "suspended",
-    "not allowed to send",
-    "credits exceeded",
-    "quota exceeded",
-    "account disabled",
-    "sending paused",
-];
-const RATE_TEXTS: [&str; 4] = [
-    "rate exceeded",
-    "throttl",
-    "rate limit",
-    "too many messages",
-];
+const ACCOUNT_TEXTS: [&str; 6] =
+    ["suspended", "not allowed to send", "credits exceeded", "quota exceeded", "account disabled", "sending paused"];
+const RATE_TEXTS: [&str; 4] = ["rate exceeded", "throttl", "rate limit", "too many messages"];
 
 /// The enhanced status code (`5.1.1`) at the start of a reply text, if any.
 pub fn enhanced_code(text: &str) -> Option<(u8, u16, u16)> {
@@ -61,9 +50,7 @@ pub fn enhanced_code(text: &str) -> Option<(u8, u16, u16)> {
 
 /// "452 4.5.3 Too many recipients": the rest go in another transaction.
 pub fn is_too_many_recipients(code: u16, text: &str) -> bool {
-    code == 452
-        && (enhanced_code(text) == Some((4, 5, 3))
-            || text.to_ascii_lowercase().contains("too many recipients"))
+    code == 452 && (enhanced_code(text) == Some((4, 5, 3)) || text.to_ascii_lowercase().contains("too many recipients"))
 }
 
 /// Classifies a negative SMTP reply `code text` received at `stage`.
@@ -81,9 +68,7 @@ pub fn classify(stage: Stage, code: u16, text: &str) -> OutcomeClass {
         554 if enhanced == Some((5, 7, 1)) && (stage != Stage::Rcpt || lower.contains("relay")) => {
             return OutcomeClass::Account;
         }
-        552 if enhanced == Some((5, 3, 4))
-            || matches!(stage, Stage::Data | Stage::Body | Stage::Mail) =>
-        {
+        552 if enhanced == Some((5, 3, 4)) || matches!(stage, Stage::Data | Stage::Body | Stage::Mail) => {
             return OutcomeClass::BadRequest;
         }
         _ => {}
@@ -98,11 +83,7 @@ pub fn classify(stage: Stage, code: u16, text: &str) -> OutcomeClass {
     match stage {
         Stage::Rcpt => {
             let policy = matches!(enhanced, Some((5, 7, _)));
-            if policy
-                && ["relay", "authentication", "unauthenticated", "sender"]
-                    .iter()
-                    .any(|t| lower.contains(t))
-            {
+            if policy && ["relay", "authentication", "unauthenticated", "sender"].iter().any(|t| lower.contains(t)) {
                 OutcomeClass::Account
             } else {
                 OutcomeClass::RecipientRejected
@@ -123,136 +104,40 @@ mod tests {
     #[test]
     fn providers_md_table() {
         // Recipients.
-        assert_eq!(
-            classify(Stage::Rcpt, 550, "5.1.1 <bob@example.net>: User unknown"),
-            RecipientRejected
-        );
-        assert_eq!(
-            classify(Stage::Rcpt, 551, "5.1.6 User has moved"),
-            RecipientRejected
-        );
-        assert_eq!(
-            classify(Stage::Rcpt, 553, "5.1.3 Bad recipient address syntax"),
-            RecipientRejected
-        );
+        assert_eq!(classify(Stage::Rcpt, 550, "5.1.1 <bob@example.net>: User unknown"), RecipientRejected);
+        assert_eq!(classify(Stage::Rcpt, 551, "5.1.6 User has moved"), RecipientRejected);
+        assert_eq!(classify(Stage::Rcpt, 553, "5.1.3 Bad recipient address syntax"), RecipientRejected);
         // Account.
-        assert_eq!(
-            classify(Stage::Auth, 535, "5.7.8 Authentication credentials invalid"),
-            Account
-        );
-        assert_eq!(
-            classify(Stage::Mail, 530, "5.7.0 Authentication required"),
-            Account
-        );
-        assert_eq!(
-            classify(
-                Stage::Auth,
-                534,
-                "5.7.9 Authentication mechanism is too weak"
-            ),
-            Account
-        );
-        assert_eq!(
-            classify(Stage::Auth, 538, "5.7.11 Encryption required"),
-            Account
-        );
-        assert_eq!(
-            classify(Stage::Rcpt, 554, "5.7.1 Relay access denied"),
-            Account
-        );
-        assert_eq!(
-            classify(Stage::Body, 554, "5.7.1 Your account has been suspended"),
-            Account
-        );
-        assert_eq!(
-            classify(
-                Stage::Mail,
-                451,
-                "Authentication failed: Maximum credits exceeded"
-            ),
-            Account
-        );
-        assert_eq!(
-            classify(
-                Stage::Mail,
-                421,
-                "Domain mg.example.com is not allowed to send: suspended"
-            ),
-            Account
-        );
-        assert_eq!(
-            classify(
-                Stage::Body,
-                554,
-                "Message rejected: Sending suspended for this account."
-            ),
-            Account
-        );
-        assert_eq!(
-            classify(
-                Stage::Body,
-                454,
-                "Throttling failure: Daily message quota exceeded."
-            ),
-            Account
-        );
-        assert_eq!(
-            classify(Stage::Mail, 550, "Unauthenticated senders not allowed"),
-            Account
-        );
+        assert_eq!(classify(Stage::Auth, 535, "5.7.8 Authentication credentials invalid"), Account);
+        assert_eq!(classify(Stage::Mail, 530, "5.7.0 Authentication required"), Account);
+        assert_eq!(classify(Stage::Auth, 534, "5.7.9 Authentication mechanism is too weak"), Account);
+        assert_eq!(classify(Stage::Auth, 538, "5.7.11 Encryption required"), Account);
+        assert_eq!(classify(Stage::Rcpt, 554, "5.7.1 Relay access denied"), Account);
+        assert_eq!(classify(Stage::Body, 554, "5.7.1 Your account has been suspended"), Account);
+        assert_eq!(classify(Stage::Mail, 451, "Authentication failed: Maximum credits exceeded"), Account);
+        assert_eq!(classify(Stage::Mail, 421, "Domain mg.example.com is not allowed to send: suspended"), Account);
+        assert_eq!(classify(Stage::Body, 554, "Message rejected: Sending suspended for this account."), Account);
+        assert_eq!(classify(Stage::Body, 454, "Throttling failure: Daily message quota exceeded."), Account);
+        assert_eq!(classify(Stage::Mail, 550, "Unauthenticated senders not allowed"), Account);
         // Rate limits.
-        assert_eq!(
-            classify(
-                Stage::Body,
-                454,
-                "Throttling failure: Maximum sending rate exceeded."
-            ),
-            RateLimited
-        );
-        assert_eq!(
-            classify(Stage::Mail, 450, "4.7.0 rate limit reached, slow down"),
-            RateLimited
-        );
+        assert_eq!(classify(Stage::Body, 454, "Throttling failure: Maximum sending rate exceeded."), RateLimited);
+        assert_eq!(classify(Stage::Mail, 450, "4.7.0 rate limit reached, slow down"), RateLimited);
         // Transient.
-        assert_eq!(
-            classify(Stage::Auth, 454, "4.7.0 Temporary authentication failure"),
-            Transient
-        );
-        assert_eq!(
-            classify(Stage::Connect, 421, "4.3.2 Service not available"),
-            Transient
-        );
-        assert_eq!(
-            classify(Stage::Body, 451, "4.3.0 Temporary local problem"),
-            Transient
-        );
+        assert_eq!(classify(Stage::Auth, 454, "4.7.0 Temporary authentication failure"), Transient);
+        assert_eq!(classify(Stage::Connect, 421, "4.3.2 Service not available"), Transient);
+        assert_eq!(classify(Stage::Body, 451, "4.3.0 Temporary local problem"), Transient);
         assert_eq!(classify(Stage::Rcpt, 450, "4.2.0 Mailbox busy"), Transient);
         // Bad request.
-        assert_eq!(
-            classify(Stage::Body, 552, "5.3.4 Message size exceeds fixed limit"),
-            BadRequest
-        );
-        assert_eq!(
-            classify(Stage::Mail, 552, "5.3.4 Message size exceeds fixed limit"),
-            BadRequest
-        );
-        assert_eq!(
-            classify(Stage::Body, 554, "5.6.0 Malformed message"),
-            BadRequest
-        );
+        assert_eq!(classify(Stage::Body, 552, "5.3.4 Message size exceeds fixed limit"), BadRequest);
+        assert_eq!(classify(Stage::Mail, 552, "5.3.4 Message size exceeds fixed limit"), BadRequest);
+        assert_eq!(classify(Stage::Body, 554, "5.6.0 Malformed message"), BadRequest);
     }
 
     #[test]
     fn too_many_recipients() {
         assert!(is_too_many_recipients(452, "4.5.3 Too many recipients"));
-        assert!(is_too_many_recipients(
-            452,
-            "Too many recipients received this hour"
-        ));
-        assert!(!is_too_many_recipients(
-            452,
-            "4.3.1 Insufficient system storage"
-        ));
+        assert!(is_too_many_recipients(452, "Too many recipients received this hour"));
+        assert!(!is_too_many_recipients(452, "4.3.1 Insufficient system storage"));
     }
 
     #[test]

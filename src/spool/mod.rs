@@ -106,11 +106,7 @@ pub fn idempotency_entry(client: &str, key: &str) -> String {
 
 impl Spool {
     /// Opens (or creates) the spool under `dir` and reads back everything in it.
-    pub fn open(
-        dir: &Path,
-        max_bytes: u64,
-        metrics: Arc<Metrics>,
-    ) -> Result<(Arc<Spool>, Recovered), SpoolError> {
+    pub fn open(dir: &Path, max_bytes: u64, metrics: Arc<Metrics>) -> Result<(Arc<Spool>, Recovered), SpoolError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| SpoolError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("spool.redb");
@@ -127,10 +123,7 @@ impl Spool {
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
-        let mut recovered = Recovered {
-            pending: Vec::new(),
-            completed: Vec::new(),
-        };
+        let mut recovered = Recovered { pending: Vec::new(), completed: Vec::new() };
         let mut bytes = 0;
         {
             let txn = db.begin_read().map_err(storage)?;
@@ -146,10 +139,7 @@ impl Spool {
                 };
                 if record.status.is_final() {
                     let done = record.completed_ms.unwrap_or(record.created_ms);
-                    let idem = record
-                        .idempotency_key
-                        .as_ref()
-                        .map(|key| idempotency_entry(&record.client, key));
+                    let idem = record.idempotency_key.as_ref().map(|key| idempotency_entry(&record.client, key));
                     recovered.completed.push((record.id, done, idem));
                 } else {
                     bytes += record.size;
@@ -191,12 +181,7 @@ impl Spool {
             if current + size > self.max_bytes {
                 return Err(SpoolError::Full);
             }
-            match self.bytes.compare_exchange_weak(
-                current,
-                current + size,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self.bytes.compare_exchange_weak(current, current + size, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
                     self.metrics.spool_bytes.set((current + size) as i64);
                     return Ok(());
@@ -208,32 +193,17 @@ impl Spool {
 
     fn release(&self, size: u64) {
         let before = self.bytes.fetch_sub(size, Ordering::AcqRel);
-        self.metrics
-            .spool_bytes
-            .set(before.saturating_sub(size) as i64);
+        self.metrics.spool_bytes.set(before.saturating_sub(size) as i64);
     }
 
     /// Stores a new message durably. Returns once it is committed to disk.
-    pub async fn insert(
-        &self,
-        record: &MessageRecord,
-        body: Vec<u8>,
-    ) -> Result<Inserted, SpoolError> {
+    pub async fn insert(&self, record: &MessageRecord, body: Vec<u8>) -> Result<Inserted, SpoolError> {
         let size = record.size;
         self.reserve(size)?;
         let meta = serde_json::to_vec(record).map_err(storage)?;
-        let idempotency = record
-            .idempotency_key
-            .as_ref()
-            .map(|k| idempotency_entry(&record.client, k));
+        let idempotency = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
         let (reply, rx) = oneshot::channel();
-        let result = match self.send(Op::Insert {
-            id: record.id.clone(),
-            meta,
-            body,
-            idempotency,
-            reply,
-        }) {
+        let result = match self.send(Op::Insert { id: record.id.clone(), meta, body, idempotency, reply }) {
             Ok(()) => rx.await.unwrap_or(Err(SpoolError::Closed)),
             Err(e) => Err(e),
         };
@@ -248,12 +218,7 @@ impl Spool {
         let meta = serde_json::to_vec(record).map_err(storage)?;
         let delete_body = record.status.is_final();
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Update {
-            id: record.id.clone(),
-            meta,
-            delete_body,
-            reply,
-        })?;
+        self.send(Op::Update { id: record.id.clone(), meta, delete_body, reply })?;
         rx.await.unwrap_or(Err(SpoolError::Closed))?;
         if delete_body {
             self.release(record.size);
@@ -326,9 +291,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Op>, metrics: &Metrics) {
         }
         let started = Instant::now();
         let result = commit_batch(db, &batch);
-        metrics
-            .spool_commit_duration
-            .observe(started.elapsed().as_secs_f64());
+        metrics.spool_commit_duration.observe(started.elapsed().as_secs_f64());
         metrics.spool_commit_batch_size.observe(batch.len() as f64);
         match result {
             Ok(done) => {
@@ -341,9 +304,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Op>, metrics: &Metrics) {
                             let _ = reply.send(Ok(()));
                         }
                         (Op::Insert { reply, .. }, Done::Unit) => {
-                            let _ = reply.send(Err(SpoolError::Storage(
-                                "internal: insert without result".into(),
-                            )));
+                            let _ = reply.send(Err(SpoolError::Storage("internal: insert without result".into())));
                         }
                     }
                 }
@@ -376,42 +337,22 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
         let mut idem = txn.open_table(IDEMPOTENCY).map_err(storage)?;
         for op in batch {
             match op {
-                Op::Insert {
-                    id,
-                    meta: m,
-                    body,
-                    idempotency,
-                    ..
-                } => {
+                Op::Insert { id, meta: m, body, idempotency, .. } => {
                     if let Some(key) = idempotency {
-                        let existing = idem
-                            .get(key.as_str())
-                            .map_err(storage)?
-                            .map(|v| v.value().to_string());
-                        if let Some((existing_id, at)) =
-                            existing.as_deref().and_then(|v| v.split_once('\t'))
-                            && at
-                                .parse::<u64>()
-                                .is_ok_and(|at| now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS)
+                        let existing = idem.get(key.as_str()).map_err(storage)?.map(|v| v.value().to_string());
+                        if let Some((existing_id, at)) = existing.as_deref().and_then(|v| v.split_once('\t'))
+                            && at.parse::<u64>().is_ok_and(|at| now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS)
                         {
                             done.push(Done::Inserted(Inserted::Existing(existing_id.to_string())));
                             continue;
                         }
-                        idem.insert(key.as_str(), format!("{id}\t{now}").as_str())
-                            .map_err(storage)?;
+                        idem.insert(key.as_str(), format!("{id}\t{now}").as_str()).map_err(storage)?;
                     }
                     meta.insert(id.as_str(), m.as_slice()).map_err(storage)?;
-                    body_table
-                        .insert(id.as_str(), body.as_slice())
-                        .map_err(storage)?;
+                    body_table.insert(id.as_str(), body.as_slice()).map_err(storage)?;
                     done.push(Done::Inserted(Inserted::New));
                 }
-                Op::Update {
-                    id,
-                    meta: m,
-                    delete_body,
-                    ..
-                } => {
+                Op::Update { id, meta: m, delete_body, .. } => {
                     meta.insert(id.as_str(), m.as_slice()).map_err(storage)?;
                     if *delete_body {
                         body_table.remove(id.as_str()).map_err(storage)?;

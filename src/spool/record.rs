@@ -33,10 +33,7 @@ pub enum MessageStatus {
 
 impl MessageStatus {
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            MessageStatus::Delivered | MessageStatus::PartiallyDelivered | MessageStatus::Failed
-        )
+        matches!(self, MessageStatus::Delivered | MessageStatus::PartiallyDelivered | MessageStatus::Failed)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,10 +109,7 @@ pub struct MessageRecord {
 
 impl MessageRecord {
     pub fn pending(&self) -> impl Iterator<Item = (usize, &Recipient)> {
-        self.recipients
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.status == RecipientStatus::Pending)
+        self.recipients.iter().enumerate().filter(|(_, r)| r.status == RecipientStatus::Pending)
     }
 
     pub fn has_pending(&self) -> bool {
@@ -124,11 +118,7 @@ impl MessageRecord {
 
     /// The final status once no recipient is pending.
     pub fn final_status(&self) -> MessageStatus {
-        let delivered = self
-            .recipients
-            .iter()
-            .filter(|r| r.status == RecipientStatus::Delivered)
-            .count();
+        let delivered = self.recipients.iter().filter(|r| r.status == RecipientStatus::Delivered).count();
         if delivered == self.recipients.len() {
             MessageStatus::Delivered
         } else if delivered > 0 {
@@ -140,8 +130,5 @@ impl MessageRecord {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

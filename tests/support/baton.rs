@@ -37,11 +37,7 @@ pub fn smtp_provider(name: &str, mock: &MockSmtp, extra: &str) -> String {
 /// The whole config file text: server and spool sections for `dir`, then `body`
 /// (providers, routes, retry…; the default clients are added unless `body` has its own).
 pub fn config_text(dir: &Path, spool_extra: &str, body: &str) -> String {
-    let clients = if body.contains("[[clients]]") {
-        ""
-    } else {
-        CLIENTS
-    };
+    let clients = if body.contains("[[clients]]") { "" } else { CLIENTS };
     format!(
         r#"[server]
 hostname = "baton.test"
@@ -108,17 +104,9 @@ impl Baton {
         &self.running.as_ref().expect("running").shared
     }
 
-    pub async fn post(
-        &self,
-        key: Option<&str>,
-        idempotency: Option<&str>,
-        body: String,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}/v1/messages", self.base))
-            .header("content-type", "application/json")
-            .body(body);
+    pub async fn post(&self, key: Option<&str>, idempotency: Option<&str>, body: String) -> (u16, Value) {
+        let mut req =
+            self.http.post(format!("{}/v1/messages", self.base)).header("content-type", "application/json").body(body);
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
@@ -128,10 +116,7 @@ impl Baton {
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// Sends a message as client "app"; asserts 202 and returns the id.
@@ -168,10 +153,7 @@ impl Baton {
             if done(&s) {
                 return s;
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {what}; last status: {s:#}"
-            );
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}; last status: {s:#}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -179,23 +161,13 @@ impl Baton {
     /// Waits until the message is finished (delivered, partially_delivered or failed).
     pub async fn wait_final(&self, id: &str) -> Value {
         self.wait_status(id, "a final status", |s| {
-            matches!(
-                s["status"].as_str(),
-                Some("delivered" | "partially_delivered" | "failed")
-            )
+            matches!(s["status"].as_str(), Some("delivered" | "partially_delivered" | "failed"))
         })
         .await
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        self.http.get(format!("{}/metrics", self.admin)).send().await.expect("metrics").text().await.expect("text")
     }
 
     /// Value of one series, e.g. `metric(&m, "baton_failovers_total", &[("from","a")])`; 0 if absent.
@@ -203,17 +175,8 @@ impl Baton {
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter(|l| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .map(|l| {
-                l.rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            })
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
             .sum()
     }
 }

@@ -207,21 +207,15 @@ pub struct MockSmtp {
 
 impl fmt::Debug for MockSmtp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MockSmtp")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("MockSmtp").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
 impl MockSmtp {
     /// Binds `127.0.0.1:0` and starts serving in the background.
     pub async fn start() -> MockSmtp {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("MockSmtp: cannot bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("MockSmtp: listener has no local address");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("MockSmtp: cannot bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("MockSmtp: listener has no local address");
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(Behaviour::default()),
             messages: Mutex::new(Vec::new()),
@@ -232,11 +226,7 @@ impl MockSmtp {
         });
         let (shutdown, shutdown_rx) = watch::channel(());
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
-        MockSmtp {
-            addr,
-            shared,
-            _shutdown: shutdown,
-        }
+        MockSmtp { addr, shared, _shutdown: shutdown }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -258,8 +248,7 @@ impl MockSmtp {
     /// before `MAIL` (`530 5.7.0`), and reject other credentials with
     /// [`AUTH_FAILED_REPLY`]. `None`: no authentication.
     pub fn set_credentials(&self, credentials: Option<(&str, &str)>) {
-        lock(&self.shared.behaviour).credentials =
-            credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        lock(&self.shared.behaviour).credentials = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
     }
 
     /// When `true`, every AUTH attempt ends in [`AUTH_FAILED_REPLY`], and
@@ -273,9 +262,7 @@ impl MockSmtp {
     /// `"550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown"`.
     pub fn reject_recipient(&self, rcpt: &str, reply: &str) {
         check_reply(reply);
-        lock(&self.shared.behaviour)
-            .rcpt_replies
-            .insert(rcpt.to_ascii_lowercase(), reply.to_owned());
+        lock(&self.shared.behaviour).rcpt_replies.insert(rcpt.to_ascii_lowercase(), reply.to_owned());
     }
 
     /// Removes all per-recipient replies.
@@ -341,38 +328,26 @@ impl MockSmtp {
     /// arrived, whatever the reply was. SASL continuation lines and message
     /// content are not commands.
     pub fn commands_seen(&self, verb: &str) -> usize {
-        lock(&self.shared.commands)
-            .get(&verb.to_ascii_uppercase())
-            .copied()
-            .unwrap_or(0)
+        lock(&self.shared.commands).get(&verb.to_ascii_uppercase()).copied().unwrap_or(0)
     }
 
     /// Waits until at least `n` messages are recorded and returns all of
     /// them. Panics if that has not happened within `timeout`.
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<ReceivedMessage> {
-        self.wait_until(timeout, &format!("{n} message(s)"), |m| {
-            m.message_count() >= n
-        })
-        .await;
+        self.wait_until(timeout, &format!("{n} message(s)"), |m| m.message_count() >= n).await;
         self.messages()
     }
 
     /// Waits until at least `n` TCP connections have been accepted. Panics
     /// after `timeout`.
     pub async fn wait_for_connections(&self, n: usize, timeout: Duration) {
-        self.wait_until(timeout, &format!("{n} connection(s)"), |m| {
-            m.connections_accepted() >= n
-        })
-        .await;
+        self.wait_until(timeout, &format!("{n} connection(s)"), |m| m.connections_accepted() >= n).await;
     }
 
     /// Waits until at least `n` commands with this verb have arrived.
     /// Panics after `timeout`.
     pub async fn wait_for_commands(&self, verb: &str, n: usize, timeout: Duration) {
-        self.wait_until(timeout, &format!("{n} {verb} command(s)"), |m| {
-            m.commands_seen(verb) >= n
-        })
-        .await;
+        self.wait_until(timeout, &format!("{n} {verb} command(s)"), |m| m.commands_seen(verb) >= n).await;
     }
 
     async fn wait_until(&self, timeout: Duration, what: &str, cond: impl Fn(&Self) -> bool) {
@@ -385,10 +360,8 @@ impl MockSmtp {
             }
         };
         if tokio::time::timeout(timeout, wait).await.is_err() {
-            let commands: BTreeMap<String, usize> = lock(&self.shared.commands)
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
+            let commands: BTreeMap<String, usize> =
+                lock(&self.shared.commands).iter().map(|(k, v)| (k.clone(), *v)).collect();
             panic!(
                 "MockSmtp {}: timed out after {timeout:?} waiting for {what}; \
                  so far: {} message(s), {} connection(s), commands {commands:?}",
@@ -408,21 +381,14 @@ fn check_reply(reply: &str) {
         && b[..3].iter().all(u8::is_ascii_digit)
         && (2..=5).contains(&(b[0] - b'0'))
         && (b.len() == 3 || b[3] == b' ' || b[3] == b'-');
-    assert!(
-        ok,
-        "MockSmtp: {reply:?} is not an SMTP reply line (expected e.g. \"550 5.1.1 text\")"
-    );
+    assert!(ok, "MockSmtp: {reply:?} is not an SMTP reply line (expected e.g. \"550 5.1.1 text\")");
 }
 
 fn is_positive(reply: &str) -> bool {
     reply.starts_with(['2', '3'])
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<()>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<()>) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -495,11 +461,8 @@ impl Session {
         if b.hang == Some(Stage::Greeting) {
             return self.hang().await;
         }
-        let greeting = b
-            .replies
-            .get(&Stage::Greeting)
-            .cloned()
-            .unwrap_or_else(|| format!("220 {HOSTNAME} ESMTP Baton MockSmtp"));
+        let greeting =
+            b.replies.get(&Stage::Greeting).cloned().unwrap_or_else(|| format!("220 {HOSTNAME} ESMTP Baton MockSmtp"));
         self.send(&greeting).await?; // closes on 421
         if !is_positive(&greeting) {
             // RFC 5321 §3.1: after a 554 greeting, wait for QUIT and answer
@@ -513,8 +476,7 @@ impl Session {
                     self.send("221 2.0.0 Bye").await?;
                     return Err(Over);
                 }
-                self.send("503 5.5.1 Error: bad sequence of commands")
-                    .await?;
+                self.send("503 5.5.1 Error: bad sequence of commands").await?;
             }
         }
         loop {
@@ -563,9 +525,7 @@ impl Session {
     }
 
     fn count(&self, verb: &str) {
-        *lock(&self.shared.commands)
-            .entry(verb.to_owned())
-            .or_insert(0) += 1;
+        *lock(&self.shared.commands).entry(verb.to_owned()).or_insert(0) += 1;
         self.shared.bump();
     }
 
@@ -635,9 +595,7 @@ impl Session {
     async fn auth(&mut self, args: &str) -> Res {
         let b = self.shared.behaviour();
         if b.credentials.is_none() && !b.reject_auth {
-            return self
-                .send("503 5.5.1 Error: authentication not enabled")
-                .await;
+            return self.send("503 5.5.1 Error: authentication not enabled").await;
         }
         if self.helo.is_none() {
             return self.send("503 5.5.1 Error: send HELO/EHLO first").await;
@@ -646,9 +604,7 @@ impl Session {
             return self.send("503 5.5.1 Error: already authenticated").await;
         }
         if self.tx.is_some() {
-            return self
-                .send("503 5.5.1 Error: MAIL transaction in progress")
-                .await;
+            return self.send("503 5.5.1 Error: MAIL transaction in progress").await;
         }
         let mut parts = args.split_whitespace();
         let mechanism = parts.next().unwrap_or("").to_ascii_uppercase();
@@ -670,10 +626,7 @@ impl Session {
                 let [_authzid, user, pass] = fields[..] else {
                     return self.send(AUTH_FAILED_REPLY).await;
                 };
-                (
-                    String::from_utf8_lossy(user).into_owned(),
-                    String::from_utf8_lossy(pass).into_owned(),
-                )
+                (String::from_utf8_lossy(user).into_owned(), String::from_utf8_lossy(pass).into_owned())
             }
             "LOGIN" => {
                 let user = match initial {
@@ -693,24 +646,16 @@ impl Session {
                 let Some(pass) = decode_base64(&pass) else {
                     return self.send("501 5.5.2 Error: cannot decode response").await;
                 };
-                (
-                    String::from_utf8_lossy(&user).into_owned(),
-                    String::from_utf8_lossy(&pass).into_owned(),
-                )
+                (String::from_utf8_lossy(&user).into_owned(), String::from_utf8_lossy(&pass).into_owned())
             }
             "" => return self.send("501 5.5.4 Syntax: AUTH mechanism").await,
             _ => {
-                return self
-                    .send("504 5.5.4 Unrecognized authentication type")
-                    .await;
+                return self.send("504 5.5.4 Unrecognized authentication type").await;
             }
         };
         // Re-read: the test may have changed its mind during the exchange.
         let b = self.shared.behaviour();
-        let valid = !b.reject_auth
-            && b.credentials
-                .as_ref()
-                .is_some_and(|(u, p)| *u == user && *p == pass);
+        let valid = !b.reject_auth && b.credentials.as_ref().is_some_and(|(u, p)| *u == user && *p == pass);
         if valid {
             self.auth_user = Some(user);
             self.send("235 2.7.0 Authentication successful").await
@@ -748,23 +693,14 @@ impl Session {
             return self.send("501 5.5.4 Syntax: MAIL FROM:<address>").await;
         };
         if size_param(params).is_some_and(|size| size > b.max_message_size) {
-            return self
-                .send("552 5.3.4 Message size exceeds fixed limit")
-                .await;
+            return self.send("552 5.3.4 Message size exceeds fixed limit").await;
         }
         if b.hang == Some(Stage::Mail) {
             return self.hang().await;
         }
-        let reply = b
-            .replies
-            .get(&Stage::Mail)
-            .cloned()
-            .unwrap_or_else(|| "250 2.1.0 Ok".to_owned());
+        let reply = b.replies.get(&Stage::Mail).cloned().unwrap_or_else(|| "250 2.1.0 Ok".to_owned());
         if is_positive(&reply) {
-            self.tx = Some(Transaction {
-                mail_from: from,
-                rcpts: Vec::new(),
-            });
+            self.tx = Some(Transaction { mail_from: from, rcpts: Vec::new() });
         }
         self.send(&reply).await
     }
@@ -811,11 +747,8 @@ impl Session {
         if b.hang == Some(Stage::Data) {
             return self.hang().await;
         }
-        let reply = b
-            .replies
-            .get(&Stage::Data)
-            .cloned()
-            .unwrap_or_else(|| "354 End data with <CR><LF>.<CR><LF>".to_owned());
+        let reply =
+            b.replies.get(&Stage::Data).cloned().unwrap_or_else(|| "354 End data with <CR><LF>.<CR><LF>".to_owned());
         if !reply.starts_with('3') {
             self.tx = None;
             return self.send(&reply).await;
@@ -897,11 +830,7 @@ fn parse_path<'a>(args: &'a str, keyword: &str) -> Option<(String, &'a str)> {
 fn size_param(params: &str) -> Option<usize> {
     params.split_whitespace().find_map(|p| {
         let (key, value) = p.split_once('=')?;
-        if key.eq_ignore_ascii_case("SIZE") {
-            value.parse().ok()
-        } else {
-            None
-        }
+        if key.eq_ignore_ascii_case("SIZE") { value.parse().ok() } else { None }
     })
 }
 

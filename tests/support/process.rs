@@ -47,12 +47,7 @@ impl BatonProcess {
             {
                 let http = format!("http://{}", v["http"].as_str().expect("http address"));
                 let admin = format!("http://{}", v["admin"].as_str().expect("admin address"));
-                return BatonProcess {
-                    child,
-                    http,
-                    admin,
-                    lines: rx,
-                };
+                return BatonProcess { child, http, admin, lines: rx };
             }
             seen.push(line);
         }
@@ -78,10 +73,7 @@ impl BatonProcess {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "baton did not exit within {within:?}"
-            );
+            assert!(Instant::now() < deadline, "baton did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
