@@ -4,17 +4,22 @@ use crate::app::Shared;
 use crate::spool::record::now_ms;
 use axum::Json;
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    let admin =
-        Router::new().route("/queue", get(queue)).layer(middleware::from_fn_with_state(shared.clone(), require_token));
+    let admin = Router::new()
+        .route("/queue", get(queue))
+        .route("/providers", get(providers))
+        .route("/providers/{name}/drain", post(drain))
+        .route("/providers/{name}/resume", post(resume))
+        .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -74,4 +79,58 @@ async fn require_token(State(shared): State<Arc<Shared>>, req: Request, next: Ne
         }
     }
     next.run(req).await
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+/// Every provider's health: state, why, recent success ratio, last probe, next trial.
+async fn providers(State(shared): State<Arc<Shared>>) -> Response {
+    let runtime = shared.runtime.load();
+    let list: Vec<_> = shared
+        .health
+        .statuses()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "type": runtime.config.providers.get(&s.name).map(|p| p.type_name()),
+                "state": s.state.as_str(),
+                "since": rfc3339(s.since_ms),
+                "reason": s.reason,
+                "consecutive_failures": s.consecutive_failures,
+                "recent_requests": s.window_requests,
+                "recent_success_ratio": s.success_ratio,
+                "last_probe": s.last_probe.map(|p| json!({"at": rfc3339(p.at_ms), "ok": p.ok, "detail": p.detail})),
+                "next_trial_in_seconds": s.next_trial_in.map(|d| d.as_secs_f64()),
+            })
+        })
+        .collect();
+    Json(json!({ "providers": list })).into_response()
+}
+
+fn unknown_provider(name: &str) -> Response {
+    let message = format!("no provider named {name:?}");
+    (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": message}}))).into_response()
+}
+
+async fn drain(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match shared.health.drain(&name) {
+        Some(state) => {
+            tracing::warn!(provider = %name, "provider drained by operator");
+            Json(json!({"name": name, "state": state.as_str()})).into_response()
+        }
+        None => unknown_provider(&name),
+    }
+}
+
+async fn resume(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match shared.health.resume(&name) {
+        Some(state) => {
+            tracing::info!(provider = %name, "provider resumed by operator");
+            Json(json!({"name": name, "state": state.as_str()})).into_response()
+        }
+        None => unknown_provider(&name),
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::config::Loaded;
 use crate::delivery::{self, queue::Queue};
+use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::spool::record::{MessageRecord, now_ms};
@@ -23,6 +24,7 @@ pub struct Shared {
     pub spool: Arc<Spool>,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
+    pub health: Health,
     stop: CancellationToken,
     /// Finished messages in completion order: (completed ms, id, idempotency entry).
     retention: Mutex<VecDeque<(u64, String, Option<String>)>>,
@@ -124,11 +126,14 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let grace = config.server.shutdown_grace.0;
     let keep_completed = config.spool.keep_completed.0;
 
+    let health = Health::new(metrics.clone());
+    health.sync(config);
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
         spool,
         queue,
+        health,
         metrics,
         stop: stop.clone(),
         retention: Mutex::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem)).collect()),
@@ -153,6 +158,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     }
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
     let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
+    let prober = tokio::spawn(health::probe::run(shared.clone(), stop.clone()));
     tracing::info!(
         http = %http_addr,
         admin = %admin_addr,
@@ -177,6 +183,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         }
         let _ = dispatcher.await;
         sweeper.abort();
+        prober.abort();
         let spool = done_shared.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
         admin_stop.cancel();

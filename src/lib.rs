@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod outcome;

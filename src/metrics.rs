@@ -21,6 +21,9 @@ pub struct Metrics {
     pub spool_commit_duration: Histogram,
     pub spool_commit_batch_size: Histogram,
     pub delivery_latency: HistogramVec,
+    pub provider_state: IntGaugeVec,
+    pub provider_state_changes: IntCounterVec,
+    pub health_probes: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -87,7 +90,27 @@ impl Metrics {
         registry.register(Box::new(build_info.clone())).expect("unique metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
+        let provider_state = IntGaugeVec::new(
+            Opts::new("baton_provider_state", "1 for the provider's current health state, 0 for the others"),
+            &["provider", "state"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(provider_state.clone())).expect("unique metric");
+
         Metrics {
+            provider_state,
+            provider_state_changes: counter(
+                &registry,
+                "baton_provider_state_changes_total",
+                "Provider health state transitions",
+                &["provider", "from", "to"],
+            ),
+            health_probes: counter(
+                &registry,
+                "baton_health_probes_total",
+                "Active health probes by result",
+                &["provider", "result"],
+            ),
             messages_received: counter(
                 &registry,
                 "baton_messages_received_total",
@@ -159,6 +182,9 @@ impl Metrics {
             }
             for status in ["delivered", "rejected", "failed"] {
                 self.recipients.with_label_values(&[provider, status]);
+            }
+            for result in ["ok", "failed"] {
+                self.health_probes.with_label_values(&[provider, result]);
             }
         }
         for route in routes {

@@ -24,6 +24,8 @@ impl Client {
 pub struct Route {
     pub name: String,
     pub providers: Vec<String>,
+    /// Share of messages that try the second provider first.
+    pub warm_standby: f64,
     senders: Option<Vec<WildMatch>>,
     streams: Option<Vec<String>>,
     clients: Option<Vec<String>>,
@@ -97,6 +99,7 @@ impl Runtime {
                 Route {
                     name: r.name.clone(),
                     providers: r.providers.clone(),
+                    warm_standby: r.warm_standby,
                     senders: m.senders.as_deref().map(patterns),
                     streams: m.streams,
                     clients: m.clients,

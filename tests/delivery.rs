@@ -51,26 +51,26 @@ async fn delivers_through_the_primary() {
     assert_eq!(Baton::metric(&m, "baton_messages_received_total", &[("ingress", "http"), ("client", "app")]), 1.0);
 }
 
-/// Each provider-level failure moves the message to the backup within the same pass.
+/// Each provider-level failure moves the message to the backup within the same pass. (Later
+/// messages may skip the primary altogether once its health says so: tests/health.rs.)
 async fn failover_case(name: &str, primary_extra: &str, script: impl Fn(&MockSmtp), expected: &str) {
     let primary = MockSmtp::start().await;
     script(&primary);
     let backup = MockSmtp::start().await;
     // A long retry delay: delivery must not wait for a retry, it must fail over at once.
     let baton = Baton::start(&two_provider_route(&primary, primary_extra, &backup, "\"1h\"")).await;
-    let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(baton.send(message(&["alice@example.net"], &format!("{name} {i}"))).await);
-    }
-    for id in &ids {
-        let status = baton.wait_final(id).await;
+        let id = baton.send(message(&["alice@example.net"], &format!("{name} {i}"))).await;
+        let status = baton.wait_final(&id).await;
         assert_eq!(status["status"], "delivered", "{name}: {status:#}");
         assert_eq!(status["recipients"][0]["provider"], "backup", "{name}: {status:#}");
         let attempts = status["attempts"].as_array().unwrap();
-        assert_eq!(attempts[0]["provider"], "primary", "{name}");
-        assert_eq!(attempts[0]["outcome"], expected, "{name}: {status:#}");
-        assert_eq!(attempts[1]["provider"], "backup");
-        assert_eq!(attempts[1]["outcome"], "accepted");
+        let last = attempts.last().unwrap();
+        assert_eq!((last["provider"].as_str(), last["outcome"].as_str()), (Some("backup"), Some("accepted")));
+        if i == 0 {
+            assert_eq!(attempts[0]["provider"], "primary", "{name}");
+            assert_eq!(attempts[0]["outcome"], expected, "{name}: {status:#}");
+        }
     }
     let got = backup.wait_for_messages(3, DEADLINE).await;
     let mut subjects: Vec<String> = got.iter().map(|m| m.header("Subject").unwrap()).collect();
@@ -78,11 +78,11 @@ async fn failover_case(name: &str, primary_extra: &str, script: impl Fn(&MockSmt
     assert_eq!(subjects, vec![format!("{name} 0"), format!("{name} 1"), format!("{name} 2")], "each exactly once");
     assert_eq!(primary.message_count(), 0);
     let m = baton.metrics().await;
-    let labels = [("route", "default"), ("from", "primary"), ("to", "backup"), ("reason", expected)];
+    let labels = [("route", "default"), ("from", "primary"), ("to", "backup")];
     assert_eq!(Baton::metric(&m, "baton_failovers_total", &labels), 3.0, "{name}");
-    assert_eq!(
-        Baton::metric(&m, "baton_delivery_attempts_total", &[("provider", "primary"), ("outcome", expected)]),
-        3.0
+    assert!(Baton::metric(&m, "baton_failovers_total", &[("from", "primary"), ("reason", expected)]) >= 1.0);
+    assert!(
+        Baton::metric(&m, "baton_delivery_attempts_total", &[("provider", "primary"), ("outcome", expected)]) >= 1.0
     );
 }
 

@@ -25,6 +25,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub smtp: SmtpConfig,
+    /// Circuit-breaker and probe defaults for every provider.
+    #[serde(default)]
+    pub health: HealthConfig,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
     #[serde(default)]
@@ -237,6 +240,59 @@ pub struct SmtpUser {
     pub password: String,
 }
 
+/// Provider health settings (`[health]`); every key can be overridden per provider in
+/// `[providers.NAME.health]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthOverride {
+    /// Active probe period while healthy; probes run faster while open or suspended.
+    pub probe_interval: Option<Dur>,
+    /// Consecutive transient failures that open the circuit.
+    pub failure_threshold: Option<u32>,
+    /// Or this failure ratio over `window` (with at least `min_requests` attempts).
+    pub failure_rate: Option<f64>,
+    pub window: Option<Dur>,
+    pub min_requests: Option<u32>,
+    /// First cooldown of an open circuit; doubles after each failed half-open trial.
+    pub open_for: Option<Dur>,
+    pub max_open_for: Option<Dur>,
+    /// How long an `account` outcome (suspended, auth, credits…) keeps a provider out.
+    pub account_cooldown: Option<Dur>,
+}
+
+pub type HealthConfig = HealthOverride;
+
+/// Health settings with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    pub probe_interval: std::time::Duration,
+    pub failure_threshold: u32,
+    pub failure_rate: f64,
+    pub window: std::time::Duration,
+    pub min_requests: u32,
+    pub open_for: std::time::Duration,
+    pub max_open_for: std::time::Duration,
+    pub account_cooldown: std::time::Duration,
+}
+
+impl HealthSettings {
+    /// `[health]` defaults, then the provider's own overrides.
+    pub fn resolve(defaults: &HealthOverride, provider: &HealthOverride) -> HealthSettings {
+        let secs = std::time::Duration::from_secs;
+        let pick = |p: Option<Dur>, d: Option<Dur>, fallback| p.or(d).map(|x| x.0).unwrap_or(fallback);
+        HealthSettings {
+            probe_interval: pick(provider.probe_interval, defaults.probe_interval, secs(30)),
+            failure_threshold: provider.failure_threshold.or(defaults.failure_threshold).unwrap_or(3),
+            failure_rate: provider.failure_rate.or(defaults.failure_rate).unwrap_or(0.5),
+            window: pick(provider.window, defaults.window, secs(60)),
+            min_requests: provider.min_requests.or(defaults.min_requests).unwrap_or(10),
+            open_for: pick(provider.open_for, defaults.open_for, secs(15)),
+            max_open_for: pick(provider.max_open_for, defaults.max_open_for, secs(300)),
+            account_cooldown: pick(provider.account_cooldown, defaults.account_cooldown, secs(600)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ProviderConfig {
@@ -245,6 +301,14 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// The provider's `[providers.NAME.health]` overrides.
+    pub fn health(&self) -> &HealthOverride {
+        match self {
+            ProviderConfig::Smtp(c) => &c.health,
+            ProviderConfig::File(c) => &c.health,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             ProviderConfig::Smtp(_) => "smtp",
@@ -280,6 +344,8 @@ pub struct SmtpProviderConfig {
     /// Extra PEM root certificate to trust (private relays, tests).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub health: HealthOverride,
 }
 
 fn default_smtp_port() -> u16 {
@@ -299,6 +365,8 @@ fn default_max_connections() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct FileProviderConfig {
     pub dir: PathBuf,
+    #[serde(default)]
+    pub health: HealthOverride,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +377,9 @@ pub struct RouteConfig {
     pub providers: Vec<String>,
     #[serde(default, rename = "match")]
     pub matcher: Option<RouteMatch>,
+    /// Share of traffic (0 to <1) sent to the second provider first, to keep it verified.
+    #[serde(default)]
+    pub warm_standby: f64,
 }
 
 /// A route matches a message when every given list contains a match (absent lists match all).

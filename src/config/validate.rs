@@ -75,9 +75,43 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         p.error(&root.key("delivery").key("concurrency"), "must be at least 1");
     }
 
+    validate_health(&c.health, &root.key("health"), p);
+    for (name, provider) in &c.providers {
+        validate_health(provider.health(), &root.key("providers").key(name).key("health"), p);
+    }
     validate_providers(c, p);
     validate_clients(c, p);
     validate_routes(c, p);
+}
+
+fn validate_health(h: &super::HealthOverride, path: &KeyPath, p: &mut Problems<'_>) {
+    for (key, value) in [
+        ("probe_interval", h.probe_interval),
+        ("window", h.window),
+        ("open_for", h.open_for),
+        ("max_open_for", h.max_open_for),
+        ("account_cooldown", h.account_cooldown),
+    ] {
+        if value.is_some_and(|d| d.0.is_zero()) {
+            p.error(&path.key(key), "must be greater than 0");
+        }
+    }
+    if h.failure_threshold == Some(0) {
+        p.error(&path.key("failure_threshold"), "must be at least 1");
+    }
+    if h.min_requests == Some(0) {
+        p.error(&path.key("min_requests"), "must be at least 1");
+    }
+    if let Some(rate) = h.failure_rate
+        && !(rate > 0.0 && rate <= 1.0)
+    {
+        p.error(&path.key("failure_rate"), "must be a ratio above 0 and at most 1, e.g. 0.5");
+    }
+    if let (Some(a), Some(b)) = (h.open_for, h.max_open_for)
+        && b < a
+    {
+        p.error(&path.key("max_open_for"), "must not be shorter than open_for");
+    }
 }
 
 fn check_listen(value: &str, path: &KeyPath, p: &mut Problems<'_>) -> Option<SocketAddr> {
@@ -245,6 +279,11 @@ fn validate_routes(c: &Config, p: &mut Problems<'_>) {
             p.error(&path.key("name"), "route names may use letters, digits, '-' and '_' only");
         } else if !names.insert(route.name.as_str()) {
             p.error(&path.key("name"), format!("duplicate route name {:?}", route.name));
+        }
+        if !(0.0..1.0).contains(&route.warm_standby) {
+            p.error(&path.key("warm_standby"), "must be a share from 0 up to (not including) 1, e.g. 0.02");
+        } else if route.warm_standby > 0.0 && route.providers.len() < 2 {
+            p.error(&path.key("warm_standby"), "needs a second provider in the route to send standby traffic to");
         }
         if route.providers.is_empty() {
             p.error(&path.key("providers"), "needs at least one provider");

@@ -2,83 +2,144 @@
 //! still pending, moving on at once when a provider fails; then persist and decide what next.
 
 use crate::app::Shared;
+use crate::health::Admission;
 use crate::outcome::{OutcomeClass, RecipientResult};
 use crate::provider::Outbound;
-use crate::runtime::Runtime;
+use crate::runtime::{Route, Runtime};
 use crate::spool::record::{Attempt, MessageRecord, MessageStatus, RecipientStatus, now_ms};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the pass concluded about the message.
 struct PassResult {
-    route: String,
     /// Every provider tried said the message itself is invalid.
     all_bad_request: bool,
+    /// The last provider tried; `None` when every provider was out of rotation.
     last_provider: Option<String>,
 }
 
-pub async fn deliver(shared: &Shared, id: &str) {
+/// Shortest wait before a pass may try anything.
+const MIN_WAIT: Duration = Duration::from_millis(50);
+
+/// If every provider of the route is out of rotation: how long until the first may be usable
+/// again (`Some(None)`: only an operator can bring one back). `None` if one is usable now.
+fn route_unavailable_for(shared: &Shared, route: &Route) -> Option<Option<Duration>> {
+    let mut soonest: Option<Duration> = None;
+    for name in &route.providers {
+        match shared.health.available_in(name) {
+            Some(d) if d.is_zero() => return None,
+            Some(d) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
+            None => {}
+        }
+    }
+    Some(soonest)
+}
+
+enum Loaded {
+    Ready(Box<MessageRecord>),
+    /// Finished or gone: nothing to do.
+    Gone,
+    /// Could not be read now; try later.
+    Unreadable,
+}
+
+async fn load<T: Send + 'static>(
+    shared: &Shared,
+    id: &str,
+    read: impl FnOnce(&crate::spool::Spool, &str) -> Result<Option<T>, crate::spool::SpoolError> + Send + 'static,
+) -> Result<Option<T>, String> {
     let spool = shared.spool.clone();
     let key = id.to_string();
-    let loaded =
-        tokio::task::spawn_blocking(move || Ok::<_, crate::spool::SpoolError>((spool.get(&key)?, spool.body(&key)?)))
-            .await;
-    let (mut record, body) = match loaded {
-        Ok(Ok((Some(record), Some(body)))) if !record.status.is_final() => (record, body),
-        Ok(Ok((Some(record), None))) if !record.status.is_final() => {
-            tracing::error!(message_id = id, "spooled message has no body; failing it");
-            let mut record = record;
-            fail_pending(&mut record, "message body missing from spool");
-            finish(shared, record, "unknown").await;
-            return;
-        }
-        Ok(Ok(_)) => {
-            shared.queue.finish(id);
-            return;
-        }
-        Ok(Err(e)) => {
+    match tokio::task::spawn_blocking(move || read(&spool, &key)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn load_record(shared: &Shared, id: &str) -> Loaded {
+    match load(shared, id, |s, k| s.get(k)).await {
+        Ok(Some(r)) if !r.status.is_final() => Loaded::Ready(Box::new(r)),
+        Ok(_) => Loaded::Gone,
+        Err(e) => {
             tracing::error!(message_id = id, error = %e, "cannot read message from spool; retrying in 30s");
-            shared.queue.schedule(id, now_ms() + 30_000, now_ms());
-            return;
+            Loaded::Unreadable
+        }
+    }
+}
+
+/// Runs one delivery pass for message `id` and decides what happens to it next.
+pub async fn deliver(shared: &Shared, id: &str) {
+    let mut record = match load_record(shared, id).await {
+        Loaded::Ready(r) => *r,
+        Loaded::Gone => return shared.queue.finish(id),
+        Loaded::Unreadable => return shared.queue.schedule(id, now_ms() + 30_000, now_ms()),
+    };
+    let runtime = shared.runtime.load_full();
+    let config = &runtime.config;
+    let max_age_ms = config.spool.max_age.0.as_millis() as u64;
+    let Some(route) = runtime.route_for(&record.client, &record.mail_from, record.stream.as_deref()) else {
+        tracing::error!(message_id = id, client = %record.client, "no route matches this message; retrying in 60s");
+        return shared.queue.schedule(id, now_ms() + 60_000, record.created_ms);
+    };
+
+    // Every provider is out of rotation: come back when the first may be usable, without
+    // reading the body, touching the disk or using up a retry slot.
+    let expired = now_ms().saturating_sub(record.created_ms) >= max_age_ms;
+    if !expired && let Some(back) = route_unavailable_for(shared, route) {
+        let schedule = &config.retry.schedule;
+        let slot = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
+        let wait = back.map_or(slot, |b| b.clamp(MIN_WAIT, slot.max(MIN_WAIT)));
+        return shared.queue.schedule(id, now_ms() + wait.as_millis() as u64, record.created_ms);
+    }
+
+    let body = match load(shared, id, |s, k| s.body(k)).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            tracing::error!(message_id = id, "spooled message has no body; failing it");
+            fail_pending(&mut record, "message body missing from spool");
+            return finish(shared, record, &route.name).await;
         }
         Err(e) => {
-            tracing::error!(message_id = id, error = %e, "spool read task failed");
-            shared.queue.schedule(id, now_ms() + 30_000, now_ms());
-            return;
+            tracing::error!(message_id = id, error = %e, "cannot read message body; retrying in 30s");
+            return shared.queue.schedule(id, now_ms() + 30_000, record.created_ms);
         }
     };
 
-    let runtime = shared.runtime.load_full();
-    let result = run_pass(shared, &runtime, &mut record, &body).await;
+    let result = run_pass(shared, &runtime, route, &mut record, &body).await;
     let now = now_ms();
-    let config = &runtime.config;
     if record.has_pending() {
         if result.all_bad_request {
             fail_pending(&mut record, "every provider refused the message as invalid");
-        } else if now.saturating_sub(record.created_ms) >= config.spool.max_age.0.as_millis() as u64 {
-            fail_pending(
-                &mut record,
-                &format!("expired: not delivered within spool.max_age ({})", config.spool.max_age),
-            );
+        } else if now.saturating_sub(record.created_ms) >= max_age_ms {
+            let reason = format!("expired: not delivered within spool.max_age ({})", config.spool.max_age);
+            fail_pending(&mut record, &reason);
         }
     }
-    if record.has_pending() {
-        let schedule = &config.retry.schedule;
-        let delay = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
-        record.failed_passes += 1;
-        record.status = MessageStatus::Delivering;
-        record.next_attempt_ms = now + delay.as_millis() as u64;
-        if let Err(e) = shared.spool.update(&record).await {
-            tracing::error!(message_id = id, error = %e, "cannot persist delivery state");
-        }
-        tracing::info!(message_id = id, route = %result.route, retry_in_secs = delay.as_secs(), "no provider took the message; waiting for the next retry");
-        shared.queue.schedule(id, record.next_attempt_ms, record.created_ms);
-    } else {
+    if !record.has_pending() {
         if let Some(provider) = &result.last_provider {
             let failed = record.recipients.iter().filter(|r| r.status == RecipientStatus::Failed).count();
             shared.metrics.recipients.with_label_values(&[provider, "failed"]).inc_by(failed as u64);
         }
-        finish(shared, record, &result.route).await;
+        return finish(shared, record, &route.name).await;
     }
+
+    let schedule = &config.retry.schedule;
+    let mut delay = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
+    // When the failures have taken every provider out of rotation, their cooldowns say when
+    // trying again makes sense; the retry schedule is the upper bound.
+    if let Some(Some(back)) = route_unavailable_for(shared, route) {
+        delay = delay.min(back.max(MIN_WAIT));
+    }
+    record.next_attempt_ms = now + delay.as_millis() as u64;
+    if result.last_provider.is_some() {
+        record.failed_passes += 1;
+        record.status = MessageStatus::Delivering;
+        if let Err(e) = shared.spool.update(&record).await {
+            tracing::error!(message_id = id, error = %e, "cannot persist delivery state");
+        }
+        tracing::info!(message_id = id, route = %route.name, retry_in_ms = delay.as_millis() as u64, "no provider took the message; waiting for the next pass");
+    }
+    shared.queue.schedule(id, record.next_attempt_ms, record.created_ms);
 }
 
 fn fail_pending(record: &mut MessageRecord, reason: &str) {
@@ -104,15 +165,21 @@ async fn finish(shared: &Shared, mut record: MessageRecord, route: &str) {
     shared.retain_completed(&record);
 }
 
-async fn run_pass(shared: &Shared, runtime: &Runtime, record: &mut MessageRecord, body: &[u8]) -> PassResult {
-    let Some(route) = runtime.route_for(&record.client, &record.mail_from, record.stream.as_deref()) else {
-        tracing::error!(message_id = %record.id, client = %record.client, "no route matches this message");
-        return PassResult { route: "none".into(), all_bad_request: false, last_provider: None };
-    };
+async fn run_pass(
+    shared: &Shared,
+    runtime: &Runtime,
+    route: &Route,
+    record: &mut MessageRecord,
+    body: &[u8],
+) -> PassResult {
     let metrics = &shared.metrics;
     let mut all_bad_request = true;
     let mut last_provider = None;
-    for (position, name) in route.providers.iter().enumerate() {
+    let mut order: Vec<&String> = route.providers.iter().collect();
+    if route.warm_standby > 0.0 && order.len() > 1 && shared.health.standby_turn(&route.name, route.warm_standby) {
+        order.swap(0, 1);
+    }
+    for (position, &name) in order.iter().enumerate() {
         let pending: Vec<usize> = record.pending().map(|(i, _)| i).collect();
         if pending.is_empty() {
             break;
@@ -120,12 +187,26 @@ async fn run_pass(shared: &Shared, runtime: &Runtime, record: &mut MessageRecord
         let Some(provider) = runtime.providers.get(name) else {
             continue;
         };
+        let trial = match shared.health.admit(name) {
+            Admission::Send { trial } => trial,
+            Admission::Skip(state) => {
+                if let Some(next) = order.get(position + 1).map(|n| n.as_str()) {
+                    metrics
+                        .failovers
+                        .with_label_values(&[route.name.as_str(), name.as_str(), next, state.as_str()])
+                        .inc();
+                    tracing::debug!(message_id = %record.id, provider = %name, state = state.as_str(), "provider out of rotation; skipped");
+                }
+                continue;
+            }
+        };
         let recipients: Vec<String> = pending.iter().map(|&i| record.recipients[i].email.clone()).collect();
         let started = Instant::now();
         let report = provider
             .send(&Outbound { id: &record.id, mail_from: &record.mail_from, recipients: &recipients, body })
             .await;
         let elapsed = started.elapsed();
+        shared.health.record(name, report.class, &report.detail, report.retry_after, trial);
         last_provider = Some(name.clone());
         if report.class != OutcomeClass::BadRequest {
             all_bad_request = false;
@@ -168,11 +249,11 @@ async fn run_pass(shared: &Shared, runtime: &Runtime, record: &mut MessageRecord
             }
         }
         if record.has_pending()
-            && let Some(next) = route.providers.get(position + 1)
+            && let Some(next) = order.get(position + 1).map(|n| n.as_str())
         {
             metrics.failovers.with_label_values(&[&route.name, name, next, class]).inc();
             tracing::warn!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = class, "failover");
         }
     }
-    PassResult { route: route.name.clone(), all_bad_request: all_bad_request && last_provider.is_some(), last_provider }
+    PassResult { all_bad_request: all_bad_request && last_provider.is_some(), last_provider }
 }

@@ -3,6 +3,7 @@
 
 use super::{Outbound, Provider};
 use crate::config::FileProviderConfig;
+use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, SendReport};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,24 @@ fn write_atomically(dir: &Path, file_name: &str, parts: &[&[u8]]) -> std::io::Re
 impl Provider for FileProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The directory exists (or can be made) and takes a file.
+    async fn probe(&self) -> ProbeReport {
+        let dir = self.dir.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let path = write_atomically(&dir, ".baton-probe", &[b"probe"])?;
+            std::fs::remove_file(path)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => ProbeReport { failure: None, detail: "directory writable".into() },
+            Ok(Err(e)) => ProbeReport {
+                failure: Some(OutcomeClass::Transient),
+                detail: format!("cannot write to {}: {e}", self.dir.display()),
+            },
+            Err(e) => ProbeReport { failure: Some(OutcomeClass::Transient), detail: format!("probe task failed: {e}") },
+        }
     }
 
     async fn send(&self, msg: &Outbound<'_>) -> SendReport {

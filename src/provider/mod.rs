@@ -7,6 +7,7 @@ mod smtp;
 pub mod smtp_classify;
 
 use crate::config::ProviderConfig;
+use crate::health::ProbeReport;
 use crate::outcome::SendReport;
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
     /// Sends and classifies. Never panics or errors: every failure is a [`SendReport`].
     async fn send(&self, msg: &Outbound<'_>) -> SendReport;
+    /// A cheap check that the provider would take mail now (login works, account usable).
+    async fn probe(&self) -> ProbeReport;
 }
 
 /// Builds the adapter for one `[providers.NAME]` table.

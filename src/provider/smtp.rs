@@ -8,6 +8,7 @@
 use super::smtp_classify::{Stage, classify, is_too_many_recipients};
 use super::{Outbound, Provider};
 use crate::config::{SmtpProviderConfig, TlsMode};
+use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -255,6 +256,22 @@ impl SmtpProvider {
 impl Provider for SmtpProvider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Connect, EHLO, STARTTLS, AUTH, QUIT: proves the relay answers and our login works.
+    async fn probe(&self) -> ProbeReport {
+        let mut stage = Stage::Connect;
+        match tokio::time::timeout(self.timeout, self.connect(&mut stage)).await {
+            Ok(Ok(mut conn)) => {
+                let _ = conn.quit().await;
+                ProbeReport { failure: None, detail: format!("{}:{} answered", self.host, self.port) }
+            }
+            Ok(Err(f)) => ProbeReport { failure: Some(f.class), detail: f.detail },
+            Err(_) => ProbeReport {
+                failure: Some(OutcomeClass::Transient),
+                detail: format!("timed out after {:?} waiting for {} reply", self.timeout, stage.as_str()),
+            },
+        }
     }
 
     async fn send(&self, msg: &Outbound<'_>) -> SendReport {

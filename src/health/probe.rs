@@ -1,0 +1,43 @@
+//! Active probes: each provider's cheap health check, on its own schedule, never in the way of
+//! sends. The loop looks at the live config on every tick, so providers added or removed by a
+//! reload are picked up without restarting anything.
+
+use crate::app::Shared;
+use crate::health::ProbeReport;
+use crate::outcome::OutcomeClass;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the loop checks which probes are due (probe intervals themselves are longer).
+const TICK: Duration = Duration::from_millis(50);
+/// Upper bound for one probe, whatever the provider's own timeout.
+const MAX_PROBE: Duration = Duration::from_secs(60);
+
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.cancelled() => return,
+        }
+        let runtime = shared.runtime.load_full();
+        for (name, provider) in &runtime.providers {
+            if !shared.health.probe_due(name) {
+                continue;
+            }
+            let provider = provider.clone();
+            let shared = shared.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let report = match tokio::time::timeout(MAX_PROBE, provider.probe()).await {
+                    Ok(r) => r,
+                    Err(_) => ProbeReport { failure: Some(OutcomeClass::Transient), detail: "probe timed out".into() },
+                };
+                if report.failure.is_some() {
+                    tracing::debug!(provider = %name, detail = %report.detail, "probe failed");
+                }
+                shared.health.record_probe(&name, &report);
+            });
+        }
+    }
+}
