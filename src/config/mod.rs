@@ -298,6 +298,108 @@ impl HealthSettings {
 pub enum ProviderConfig {
     Smtp(SmtpProviderConfig),
     File(FileProviderConfig),
+    Mandrill(MandrillConfig),
+    Ses(SesConfig),
+    Sendgrid(SendgridConfig),
+    Mailgun(MailgunConfig),
+    Postmark(PostmarkConfig),
+    Resend(ResendConfig),
+}
+
+/// Declares the config struct of an HTTP API provider: its own keys plus the keys every HTTP
+/// provider has (`timeout`, `max_connections`, `health`). A macro because serde cannot combine
+/// `flatten` with `deny_unknown_fields`, and typos must stay errors.
+macro_rules! http_provider_config {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty $(= $default:literal)?),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fdoc])* $(#[serde(default = $default)])? pub $field: $ty,)*
+            #[serde(default = "default_provider_timeout")]
+            pub timeout: Dur,
+            /// Requests in flight at once.
+            #[serde(default = "default_max_connections")]
+            pub max_connections: usize,
+            #[serde(default)]
+            pub health: HealthOverride,
+        }
+    };
+}
+
+http_provider_config!(
+    /// Mailchimp Transactional (Mandrill).
+    MandrillConfig {
+        api_key: String,
+        base_url: String = "default_mandrill_url",
+    }
+);
+
+http_provider_config!(
+    /// Amazon SES v2, through the official SDK.
+    SesConfig {
+        region: String,
+        /// Without keys, the standard AWS credential chain is used (env, profile, IMDS, IRSA).
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        session_token: Option<String>,
+        configuration_set: Option<String>,
+        /// Default: derived from the region.
+        endpoint: Option<String>,
+    }
+);
+
+http_provider_config!(
+    /// SendGrid v3.
+    SendgridConfig {
+        api_key: String,
+        base_url: String = "default_sendgrid_url",
+    }
+);
+
+http_provider_config!(
+    /// Mailgun (US base by default; EU: https://api.eu.mailgun.net).
+    MailgunConfig {
+        api_key: String,
+        domain: String,
+        base_url: String = "default_mailgun_url",
+    }
+);
+
+http_provider_config!(
+    /// Postmark.
+    PostmarkConfig {
+        server_token: String,
+        message_stream: String = "default_postmark_stream",
+        base_url: String = "default_postmark_url",
+    }
+);
+
+http_provider_config!(
+    /// Resend.
+    ResendConfig {
+        api_key: String,
+        base_url: String = "default_resend_url",
+    }
+);
+
+fn default_mandrill_url() -> String {
+    "https://mandrillapp.com/api/1.0".into()
+}
+fn default_sendgrid_url() -> String {
+    "https://api.sendgrid.com".into()
+}
+fn default_mailgun_url() -> String {
+    "https://api.mailgun.net".into()
+}
+fn default_postmark_url() -> String {
+    "https://api.postmarkapp.com".into()
+}
+fn default_postmark_stream() -> String {
+    "outbound".into()
+}
+fn default_resend_url() -> String {
+    "https://api.resend.com".into()
 }
 
 impl ProviderConfig {
@@ -306,6 +408,12 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Smtp(c) => &c.health,
             ProviderConfig::File(c) => &c.health,
+            ProviderConfig::Mandrill(c) => &c.health,
+            ProviderConfig::Ses(c) => &c.health,
+            ProviderConfig::Sendgrid(c) => &c.health,
+            ProviderConfig::Mailgun(c) => &c.health,
+            ProviderConfig::Postmark(c) => &c.health,
+            ProviderConfig::Resend(c) => &c.health,
         }
     }
 
@@ -313,6 +421,12 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Smtp(_) => "smtp",
             ProviderConfig::File(_) => "file",
+            ProviderConfig::Mandrill(_) => "mandrill",
+            ProviderConfig::Ses(_) => "ses",
+            ProviderConfig::Sendgrid(_) => "sendgrid",
+            ProviderConfig::Mailgun(_) => "mailgun",
+            ProviderConfig::Postmark(_) => "postmark",
+            ProviderConfig::Resend(_) => "resend",
         }
     }
 }
@@ -547,6 +661,12 @@ fn locate_in_tagged_table(text: &str, line: Option<usize>) -> (Option<usize>, St
     let result = match kind.as_deref() {
         Some("smtp") => toml::from_str::<SmtpProviderConfig>(&region).err(),
         Some("file") => toml::from_str::<FileProviderConfig>(&region).err(),
+        Some("mandrill") => toml::from_str::<MandrillConfig>(&region).err(),
+        Some("ses") => toml::from_str::<SesConfig>(&region).err(),
+        Some("sendgrid") => toml::from_str::<SendgridConfig>(&region).err(),
+        Some("mailgun") => toml::from_str::<MailgunConfig>(&region).err(),
+        Some("postmark") => toml::from_str::<PostmarkConfig>(&region).err(),
+        Some("resend") => toml::from_str::<ResendConfig>(&region).err(),
         _ => None,
     };
     let Some(err) = result else {

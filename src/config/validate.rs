@@ -114,6 +114,44 @@ fn validate_health(h: &super::HealthOverride, path: &KeyPath, p: &mut Problems<'
     }
 }
 
+/// Common checks for HTTP API providers: a usable base URL (https, or http only to this
+/// machine: API keys must not cross a network in clear text), timeout and connections.
+fn check_http(
+    path: &KeyPath,
+    url_key: &str,
+    url: Option<&String>,
+    timeout: super::Dur,
+    max_connections: usize,
+    p: &mut Problems<'_>,
+) {
+    if timeout.0.is_zero() {
+        p.error(&path.key("timeout"), "must be greater than 0");
+    }
+    if max_connections == 0 {
+        p.error(&path.key("max_connections"), "must be at least 1");
+    }
+    let Some(url) = url else { return };
+    let field = path.key(url_key);
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => {}
+        Ok(u) if u.scheme() == "http" => {
+            let host = u.host_str().unwrap_or_default();
+            let loopback = host == "localhost"
+                || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                p.error(&field, format!("{url:?}: http:// would send the API key in clear text; use https://"));
+            }
+        }
+        _ => p.error(&field, format!("{url:?} is not an http(s) URL")),
+    }
+}
+
+fn check_secret(path: &KeyPath, value: &str, p: &mut Problems<'_>) {
+    if value.trim().is_empty() {
+        p.error(path, "must not be empty");
+    }
+}
+
 fn check_listen(value: &str, path: &KeyPath, p: &mut Problems<'_>) -> Option<SocketAddr> {
     match value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
@@ -192,6 +230,50 @@ fn validate_providers(c: &Config, p: &mut Problems<'_>) {
             ProviderConfig::File(f) => {
                 if f.dir.as_os_str().is_empty() {
                     p.error(&path.key("dir"), "must not be empty");
+                }
+            }
+            ProviderConfig::Mandrill(c) => {
+                check_http(&path, "base_url", Some(&c.base_url), c.timeout, c.max_connections, p);
+                check_secret(&path.key("api_key"), &c.api_key, p);
+            }
+            ProviderConfig::Sendgrid(c) => {
+                check_http(&path, "base_url", Some(&c.base_url), c.timeout, c.max_connections, p);
+                check_secret(&path.key("api_key"), &c.api_key, p);
+            }
+            ProviderConfig::Resend(c) => {
+                check_http(&path, "base_url", Some(&c.base_url), c.timeout, c.max_connections, p);
+                check_secret(&path.key("api_key"), &c.api_key, p);
+            }
+            ProviderConfig::Mailgun(c) => {
+                check_http(&path, "base_url", Some(&c.base_url), c.timeout, c.max_connections, p);
+                check_secret(&path.key("api_key"), &c.api_key, p);
+                if c.domain.trim().is_empty() || c.domain.contains('/') {
+                    p.error(&path.key("domain"), "must be the sending domain, e.g. \"mg.example.com\"");
+                }
+            }
+            ProviderConfig::Postmark(c) => {
+                check_http(&path, "base_url", Some(&c.base_url), c.timeout, c.max_connections, p);
+                check_secret(&path.key("server_token"), &c.server_token, p);
+                if c.message_stream.trim().is_empty() {
+                    p.error(&path.key("message_stream"), "must not be empty (Postmark's default is \"outbound\")");
+                }
+            }
+            ProviderConfig::Ses(c) => {
+                check_http(&path, "endpoint", c.endpoint.as_ref(), c.timeout, c.max_connections, p);
+                if c.region.trim().is_empty() {
+                    p.error(&path.key("region"), "must be an AWS region, e.g. \"us-east-1\"");
+                }
+                match (&c.access_key_id, &c.secret_access_key) {
+                    (Some(_), None) => {
+                        p.error(&path.key("access_key_id"), "access_key_id is set but secret_access_key is not")
+                    }
+                    (None, Some(_)) => {
+                        p.error(&path.key("secret_access_key"), "secret_access_key is set but access_key_id is not")
+                    }
+                    _ => {}
+                }
+                if c.session_token.is_some() && c.access_key_id.is_none() {
+                    p.error(&path.key("session_token"), "a session_token needs access_key_id and secret_access_key");
                 }
             }
         }

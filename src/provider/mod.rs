@@ -3,6 +3,14 @@
 //! treat every provider alike.
 
 mod file;
+pub mod http;
+mod mailgun;
+mod mandrill;
+pub mod mime;
+mod postmark;
+mod resend;
+mod sendgrid;
+mod ses;
 mod smtp;
 pub mod smtp_classify;
 
@@ -37,5 +45,11 @@ pub fn build(name: &str, config: &ProviderConfig, hostname: &str) -> Result<Arc<
     Ok(match config {
         ProviderConfig::Smtp(c) => Arc::new(SmtpProvider::new(name, c, hostname)?),
         ProviderConfig::File(c) => Arc::new(FileProvider::new(name, c)),
+        ProviderConfig::Mandrill(c) => Arc::new(mandrill::MandrillProvider::new(name, c)?),
+        ProviderConfig::Ses(c) => Arc::new(ses::SesProvider::new(name, c)?),
+        ProviderConfig::Sendgrid(c) => Arc::new(sendgrid::SendgridProvider::new(name, c)?),
+        ProviderConfig::Mailgun(c) => Arc::new(mailgun::MailgunProvider::new(name, c)?),
+        ProviderConfig::Postmark(c) => Arc::new(postmark::PostmarkProvider::new(name, c)?),
+        ProviderConfig::Resend(c) => Arc::new(resend::ResendProvider::new(name, c)?),
     })
 }

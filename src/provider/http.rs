@@ -1,0 +1,171 @@
+//! What every HTTP API adapter shares: a keep-alive client with a cap on requests in flight,
+//! failure classification by status when a body says nothing better, Retry-After parsing, and
+//! secret-free, truncated details for attempt records.
+
+use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
+use reqwest::header::HeaderMap;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
+
+/// Most response body bytes kept (bodies are only classified and quoted, never stored whole).
+const MAX_BODY: usize = 64 * 1024;
+
+/// A provider's HTTP client: connection reuse (HTTP/1.1 keep-alive, HTTP/2 where offered via
+/// ALPN), a timeout per request, and at most `max_connections` requests in flight.
+pub struct HttpClient {
+    pub client: reqwest::Client,
+    slots: Semaphore,
+    timeout: Duration,
+}
+
+/// A provider's answer, read and capped.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// `HTTP 422: <body>` (truncated, control characters removed) for attempt records.
+    pub fn detail(&self) -> String {
+        truncate_detail(&format!("HTTP {}: {}", self.status, self.body))
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl HttpClient {
+    pub fn new(timeout: Duration, max_connections: usize) -> Result<HttpClient, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(max_connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(HttpClient { client, slots: Semaphore::new(max_connections), timeout })
+    }
+
+    /// Sends a request and reads the reply. A failure to get any reply becomes a `transient`
+    /// report for `recipients` recipients; a timeout after the request went out is flagged as a
+    /// possible duplicate (the provider may have accepted it).
+    pub async fn send(&self, request: reqwest::RequestBuilder, recipients: usize) -> Result<HttpReply, SendReport> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| SendReport::failed(OutcomeClass::Transient, recipients, "provider closed"))?;
+        let response = request.send().await.map_err(|e| self.transport_failure(&e, recipients))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|e| self.transport_failure(&e, recipients))?;
+        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
+        Ok(HttpReply { status, headers, body })
+    }
+
+    fn transport_failure(&self, e: &reqwest::Error, recipients: usize) -> SendReport {
+        // reqwest's error text can carry the URL; ours never hold secrets (keys travel in
+        // headers or bodies), but keep the text short anyway.
+        let mut report = if e.is_timeout() {
+            SendReport::failed(OutcomeClass::Transient, recipients, format!("timed out after {:?}", self.timeout))
+        } else if e.is_connect() {
+            SendReport::failed(OutcomeClass::Transient, recipients, truncate_detail(&format!("cannot connect: {e}")))
+        } else {
+            SendReport::failed(OutcomeClass::Transient, recipients, truncate_detail(&format!("request failed: {e}")))
+        };
+        // Connected, sent, then no answer: the provider may have taken the message.
+        report.possible_duplicate = e.is_timeout() && !e.is_connect();
+        report
+    }
+}
+
+/// The class an HTTP status implies when the body names nothing more specific
+/// (`shared/providers.md`: unknown shapes are transient).
+pub fn class_for_status(status: u16) -> OutcomeClass {
+    match status {
+        200..=299 => OutcomeClass::Accepted,
+        401 | 402 | 403 => OutcomeClass::Account,
+        429 => OutcomeClass::RateLimited,
+        400 | 413 | 422 => OutcomeClass::BadRequest,
+        _ => OutcomeClass::Transient,
+    }
+}
+
+/// How long to back off: `Retry-After` (seconds or HTTP date), else `X-RateLimit-Reset`
+/// (epoch seconds, SendGrid) or `RateLimit-Reset` / `X-RateLimit-Reset` as seconds from now.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(v) = text("retry-after") {
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(when) = httpdate::parse_http_date(v) {
+            return Some(when.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+    }
+    for name in ["x-ratelimit-reset", "ratelimit-reset"] {
+        if let Some(n) = text(name).and_then(|v| v.parse::<u64>().ok()) {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            // Large values are epoch timestamps; small ones are "seconds from now".
+            return Some(Duration::from_secs(if n > 1_000_000_000 { n.saturating_sub(now) } else { n }));
+        }
+    }
+    None
+}
+
+/// A report where the provider took the message for every recipient.
+pub fn accepted(recipients: usize, provider_message_id: Option<String>, reply: &HttpReply) -> SendReport {
+    SendReport::delivered(recipients, provider_message_id, reply.detail())
+}
+
+/// A report for a refused request of class `class`.
+pub fn refused(class: OutcomeClass, recipients: usize, reply: &HttpReply) -> SendReport {
+    let mut report = SendReport::failed(class, recipients, reply.detail());
+    if class == OutcomeClass::RateLimited {
+        report.retry_after = retry_after(&reply.headers);
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let mut h = HeaderMap::new();
+        let soon = SystemTime::now() + Duration::from_secs(120);
+        h.insert("retry-after", HeaderValue::from_str(&httpdate::fmt_http_date(soon)).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        let mut h = HeaderMap::new();
+        let reset = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 30;
+        h.insert("x-ratelimit-reset", HeaderValue::from_str(&reset.to_string()).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn status_fallback() {
+        assert_eq!(class_for_status(202), OutcomeClass::Accepted);
+        assert_eq!(class_for_status(401), OutcomeClass::Account);
+        assert_eq!(class_for_status(429), OutcomeClass::RateLimited);
+        assert_eq!(class_for_status(413), OutcomeClass::BadRequest);
+        assert_eq!(class_for_status(503), OutcomeClass::Transient);
+        assert_eq!(class_for_status(404), OutcomeClass::Transient);
+    }
+}
