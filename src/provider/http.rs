@@ -93,7 +93,7 @@ impl HttpClient {
 pub fn class_for_status(status: u16) -> OutcomeClass {
     match status {
         200..=299 => OutcomeClass::Accepted,
-        401 | 402 | 403 => OutcomeClass::Account,
+        401..=403 => OutcomeClass::Account,
         429 => OutcomeClass::RateLimited,
         400 | 413 | 422 => OutcomeClass::BadRequest,
         _ => OutcomeClass::Transient,
