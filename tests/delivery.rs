@@ -295,3 +295,24 @@ async fn many_concurrent_messages_are_all_delivered_once() {
     assert_eq!(subjects.len(), 100);
     assert_eq!(primary.message_count() + backup.message_count(), 100, "no duplicates");
 }
+
+#[tokio::test]
+async fn the_relay_receives_the_spooled_bytes_exactly() {
+    use base64::Engine;
+    let primary = MockSmtp::start().await;
+    let backup = MockSmtp::start().await;
+    let baton = Baton::start(&two_provider_route(&primary, "", &backup, "\"1h\"")).await;
+    let raw = "From: app@example.com\r\nTo: alice@example.net\r\nMessage-ID: <exact@example.com>\r\nSubject: exact\r\n\r\nline one\r\n.starts with a dot\r\n\r\nlast line\r\n";
+    let (code, v) = baton
+        .post(
+            Some(support::baton::KEY),
+            None,
+            serde_json::json!({"from": "app@example.com", "to": ["alice@example.net"],
+                "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw)})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let got = primary.wait_for_messages(1, DEADLINE).await;
+    assert_eq!(got[0].data_str(), raw, "byte-exact, no extra blank line, dot-stuffing undone");
+}

@@ -40,6 +40,14 @@ impl HttpReply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Blanks `secret` (an API key, a token, an encoded credential) out of the body before it
+    /// is classified or quoted, in case a provider or a proxy echoes the request back.
+    pub fn redact(&mut self, secret: &str) {
+        if !secret.is_empty() && self.body.contains(secret) {
+            self.body = self.body.replace(secret, "[redacted]");
+        }
+    }
 }
 
 impl HttpClient {

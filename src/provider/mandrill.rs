@@ -1,18 +1,229 @@
-//! The `mandrill` provider (placeholder until its adapter is written).
+//! The `mandrill` provider: Mailchimp Transactional's `messages/send-raw`, so the message goes
+//! out exactly as spooled.
+//!
+//! Mandrill answers a send with one result per recipient, and some of those "successes" are not:
+//! `queued` with a suspension `queued_reason` (account suspended, paused, out of quota…) arrives
+//! as HTTP 200 although nothing will be delivered soon. Those make the attempt an `account`
+//! failure, flagged as a possible duplicate because Mandrill may still send the message later.
+//! Errors are `{"status":"error","code","name","message"}` under any HTTP status (historically
+//! 500), so the `name` decides before the status does. See `shared/providers.md`.
 
+use super::http::{HttpClient, HttpReply, class_for_status, refused};
 use super::{Outbound, Provider};
 use crate::config::MandrillConfig;
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, SendReport};
+use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use serde::Serialize;
+use serde_json::Value;
+
+/// `queued_reason`s that mean the account cannot send now (provider unhealthy).
+const SUSPENSION_REASONS: [&str; 7] = [
+    "account-suspended",
+    "sending-suspended",
+    "sending-paused",
+    "free-trial-sends-exhausted",
+    "monthly-limit-reached",
+    "hourly-quota-exhausted",
+    "sending-backlogged",
+];
+
+/// `reject_reason`s that blame the sender or the account, not the recipient.
+const SENDER_REJECTIONS: [&str; 3] = ["invalid-sender", "unsigned", "test-mode-limit"];
 
 pub struct MandrillProvider {
     name: String,
+    key: String,
+    send_url: String,
+    ping_url: String,
+    http: HttpClient,
 }
 
 impl MandrillProvider {
-    pub fn new(name: &str, _config: &MandrillConfig) -> Result<Self, String> {
-        Ok(MandrillProvider { name: name.to_string() })
+    pub fn new(name: &str, config: &MandrillConfig) -> Result<Self, String> {
+        let base = config.base_url.trim_end_matches('/');
+        Ok(MandrillProvider {
+            name: name.to_string(),
+            key: config.api_key.clone(),
+            send_url: format!("{base}/messages/send-raw"),
+            ping_url: format!("{base}/users/ping2"),
+            http: HttpClient::new(config.timeout.0, config.max_connections)?,
+        })
     }
+}
+
+#[derive(Serialize)]
+struct SendRaw<'a> {
+    key: &'a str,
+    raw_message: &'a str,
+    from_email: &'a str,
+    to: &'a [String],
+    #[serde(rename = "async")]
+    is_async: bool,
+}
+
+/// The class an error `name` stands for (`None`: unknown name, decide by status).
+fn error_name_class(name: &str) -> Option<OutcomeClass> {
+    Some(match name {
+        "Invalid_Key" | "PaymentRequired" | "Unknown_Subaccount" => OutcomeClass::Account,
+        "ValidationError" => OutcomeClass::BadRequest,
+        "GeneralError" | "ServiceUnavailable" => OutcomeClass::Transient,
+        "RequestLimitExceeded" => OutcomeClass::RateLimited,
+        _ => return None,
+    })
+}
+
+/// `{"status":"error","name":…}` → the error's name.
+fn error_name(body: &Value) -> Option<&str> {
+    (body.get("status")?.as_str()? == "error").then_some(())?;
+    body.get("name")?.as_str()
+}
+
+/// The class of an answer that is not a list of recipient results.
+fn failure_class(status: u16, body: Option<&Value>) -> OutcomeClass {
+    if let Some(class) = body.and_then(error_name).and_then(error_name_class) {
+        return class;
+    }
+    match status {
+        // A 2xx that is neither results nor a known error: an unknown shape.
+        200..=299 => OutcomeClass::Transient,
+        s => class_for_status(s),
+    }
+}
+
+/// What Mandrill said about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// sent, scheduled, or queued for a harmless reason.
+    Delivered(Option<String>),
+    /// rejected/invalid for a reason that is the recipient's.
+    Rejected(String),
+    /// rejected because of the sender or the account (invalid-sender, unsigned, test-mode-limit).
+    SenderProblem(String),
+    /// queued on a suspended/paused/exhausted account: Mandrill may still send it later.
+    Suspended(String),
+    /// No result, or a status we do not know.
+    Unknown(String),
+}
+
+fn verdict(entry: &Value) -> Verdict {
+    let text = |k: &str| entry.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let id = text("_id").map(str::to_string);
+    match text("status").unwrap_or("") {
+        "sent" | "scheduled" => Verdict::Delivered(id),
+        "queued" => match text("queued_reason") {
+            Some(reason) if SUSPENSION_REASONS.contains(&reason) => Verdict::Suspended(format!("queued: {reason}")),
+            _ => Verdict::Delivered(id),
+        },
+        status @ ("rejected" | "invalid") => {
+            let detail = match text("reject_reason") {
+                Some(reason) => format!("{status}: {reason}"),
+                None => status.to_string(),
+            };
+            if text("reject_reason").is_some_and(|r| SENDER_REJECTIONS.contains(&r)) {
+                Verdict::SenderProblem(detail)
+            } else {
+                Verdict::Rejected(detail)
+            }
+        }
+        other => Verdict::Unknown(format!("unknown status {other:?}")),
+    }
+}
+
+/// Turns a 200 list of recipient results into a report for `recipients` (the order we sent).
+fn classify_results(recipients: &[String], results: &[Value]) -> SendReport {
+    let mut used = vec![false; results.len()];
+    let verdicts: Vec<Verdict> = recipients
+        .iter()
+        .map(|rcpt| {
+            let found = results.iter().enumerate().position(|(i, r)| {
+                !used[i] && r.get("email").and_then(Value::as_str).is_some_and(|e| e.eq_ignore_ascii_case(rcpt))
+            });
+            match found {
+                Some(i) => {
+                    used[i] = true;
+                    verdict(&results[i])
+                }
+                None => Verdict::Unknown("no result for this recipient".into()),
+            }
+        })
+        .collect();
+
+    let any = |f: fn(&Verdict) -> bool| verdicts.iter().any(f);
+    let suspended = any(|v| matches!(v, Verdict::Suspended(_)));
+    let sender = any(|v| matches!(v, Verdict::SenderProblem(_)));
+    let unknown = any(|v| matches!(v, Verdict::Unknown(_)));
+    let delivered = any(|v| matches!(v, Verdict::Delivered(_)));
+    let class = if suspended || sender {
+        // The provider is unusable: even if some recipients went through, the health engine
+        // must hear about it, and the others move on to the next provider.
+        OutcomeClass::Account
+    } else if delivered {
+        OutcomeClass::Accepted
+    } else if unknown {
+        OutcomeClass::Transient
+    } else {
+        OutcomeClass::RecipientRejected
+    };
+
+    // A short summary: each distinct verdict once, with how many recipients got it.
+    let mut parts: Vec<(String, usize)> = Vec::new();
+    for v in &verdicts {
+        let label = match v {
+            Verdict::Delivered(_) => "accepted".to_string(),
+            Verdict::Rejected(d) | Verdict::SenderProblem(d) | Verdict::Suspended(d) | Verdict::Unknown(d) => d.clone(),
+        };
+        match parts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => parts.push((label, 1)),
+        }
+    }
+    let mut detail =
+        format!("HTTP 200: {}", parts.iter().map(|(l, n)| format!("{n} {l}")).collect::<Vec<_>>().join(", "));
+    if suspended {
+        detail.push_str(" (account cannot send; Mandrill may still deliver the queued message later)");
+    }
+
+    SendReport {
+        class,
+        detail: truncate_detail(&detail),
+        recipients: verdicts
+            .into_iter()
+            .map(|v| match v {
+                Verdict::Delivered(id) => RecipientResult::Delivered { provider_message_id: id },
+                Verdict::Rejected(detail) => RecipientResult::Rejected { detail },
+                _ => RecipientResult::NotDone,
+            })
+            .collect(),
+        retry_after: None,
+        // Queued on a suspended account, or a result we cannot read although the request was
+        // taken: Mandrill may send it anyway while the next provider does too.
+        possible_duplicate: suspended || unknown,
+    }
+}
+
+/// Classifies any answer to `messages/send-raw`.
+fn classify(reply: &HttpReply, recipients: &[String]) -> SendReport {
+    let body = reply.json();
+    if (200..300).contains(&reply.status)
+        && let Some(Value::Array(results)) = &body
+        && !results.is_empty()
+    {
+        return classify_results(recipients, results);
+    }
+    let class = failure_class(reply.status, body.as_ref());
+    let mut report = refused(class, recipients.len(), reply);
+    // HTTP 200 that is not a result list: the request was taken, we cannot tell what happened.
+    report.possible_duplicate = (200..300).contains(&reply.status) && body.as_ref().and_then(error_name).is_none();
+    report
+}
+
+/// Classifies the answer to `users/ping2`.
+fn classify_ping(reply: &HttpReply) -> ProbeReport {
+    let body = reply.json();
+    if (200..300).contains(&reply.status) && body.as_ref().and_then(|b| b.get("PING")?.as_str()) == Some("PONG!") {
+        return ProbeReport { failure: None, detail: "users/ping2: PONG!".into() };
+    }
+    ProbeReport { failure: Some(failure_class(reply.status, body.as_ref())), detail: reply.detail() }
 }
 
 #[async_trait::async_trait]
@@ -22,10 +233,176 @@ impl Provider for MandrillProvider {
     }
 
     async fn send(&self, msg: &Outbound<'_>) -> SendReport {
-        SendReport::failed(OutcomeClass::Transient, msg.recipients.len(), "mandrill adapter not implemented")
+        let n = msg.recipients.len();
+        // send-raw takes the MIME as a JSON string: only UTF-8 (or ASCII) bytes can go through
+        // unchanged. Anything else is better sent by a provider that takes bytes.
+        let Ok(raw) = std::str::from_utf8(msg.body) else {
+            return SendReport::failed(
+                OutcomeClass::BadRequest,
+                n,
+                "message is not valid UTF-8; Mandrill send-raw takes the MIME as a JSON string and cannot carry it byte-exact",
+            );
+        };
+        let body = SendRaw {
+            key: &self.key,
+            raw_message: raw,
+            from_email: msg.mail_from,
+            to: msg.recipients,
+            is_async: false,
+        };
+        let request = self.http.client.post(&self.send_url).json(&body);
+        let mut reply = match self.http.send(request, n).await {
+            Ok(reply) => reply,
+            Err(report) => return report,
+        };
+        reply.redact(&self.key);
+        classify(&reply, msg.recipients)
     }
 
+    /// `users/ping2` with the key: proves the key works (not that the account may send).
     async fn probe(&self) -> ProbeReport {
-        ProbeReport { failure: Some(OutcomeClass::Transient), detail: "mandrill adapter not implemented".into() }
+        let request = self.http.client.post(&self.ping_url).json(&serde_json::json!({ "key": self.key }));
+        match self.http.send(request, 0).await {
+            Ok(mut reply) => {
+                reply.redact(&self.key);
+                classify_ping(&reply)
+            }
+            Err(report) => ProbeReport { failure: Some(report.class), detail: report.detail },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderMap;
+    use serde_json::json;
+
+    fn reply(status: u16, body: Value) -> HttpReply {
+        HttpReply { status, headers: HeaderMap::new(), body: body.to_string() }
+    }
+
+    fn rcpts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn per_recipient_results() {
+        let r = rcpts(&["a@x.net", "b@x.net", "c@x.net", "d@x.net"]);
+        let report = classify(
+            &reply(
+                200,
+                json!([
+                    {"email": "A@x.net", "status": "sent", "_id": "id-a"},
+                    {"email": "b@x.net", "status": "rejected", "reject_reason": "hard-bounce", "_id": "id-b"},
+                    {"email": "c@x.net", "status": "invalid", "reject_reason": null, "_id": "id-c"},
+                    {"email": "d@x.net", "status": "queued", "queued_reason": "attachments", "_id": "id-d"},
+                ]),
+            ),
+            &r,
+        );
+        assert_eq!(report.class, OutcomeClass::Accepted);
+        assert!(!report.possible_duplicate);
+        assert_eq!(
+            report.recipients,
+            vec![
+                RecipientResult::Delivered { provider_message_id: Some("id-a".into()) },
+                RecipientResult::Rejected { detail: "rejected: hard-bounce".into() },
+                RecipientResult::Rejected { detail: "invalid".into() },
+                RecipientResult::Delivered { provider_message_id: Some("id-d".into()) },
+            ]
+        );
+    }
+
+    #[test]
+    fn only_rejections_are_recipient_rejected() {
+        let report = classify(
+            &reply(200, json!([{"email": "a@x.net", "status": "rejected", "reject_reason": "spam"}])),
+            &rcpts(&["a@x.net"]),
+        );
+        assert_eq!(report.class, OutcomeClass::RecipientRejected);
+    }
+
+    #[test]
+    fn sender_rejections_are_account() {
+        for reason in SENDER_REJECTIONS {
+            let report = classify(
+                &reply(200, json!([{"email": "a@x.net", "status": "rejected", "reject_reason": reason}])),
+                &rcpts(&["a@x.net"]),
+            );
+            assert_eq!(report.class, OutcomeClass::Account, "{reason}");
+            assert_eq!(report.recipients, vec![RecipientResult::NotDone], "{reason}");
+            assert!(!report.possible_duplicate);
+            assert!(report.detail.contains(reason), "{}", report.detail);
+        }
+    }
+
+    #[test]
+    fn suspension_queued_reasons_are_account_and_possible_duplicates() {
+        for reason in SUSPENSION_REASONS {
+            let report = classify(
+                &reply(
+                    200,
+                    json!([{"email": "a@x.net", "status": "queued", "queued_reason": reason, "_id": "q"},
+                           {"email": "b@x.net", "status": "sent", "_id": "s"}]),
+                ),
+                &rcpts(&["a@x.net", "b@x.net"]),
+            );
+            assert_eq!(report.class, OutcomeClass::Account, "{reason}");
+            assert!(report.possible_duplicate, "{reason}");
+            assert_eq!(report.recipients[0], RecipientResult::NotDone);
+            assert_eq!(report.recipients[1], RecipientResult::Delivered { provider_message_id: Some("s".into()) });
+            assert!(report.detail.contains(reason), "{}", report.detail);
+        }
+    }
+
+    #[test]
+    fn missing_results_are_unknown() {
+        let report = classify(&reply(200, json!([{"email": "other@x.net", "status": "sent"}])), &rcpts(&["a@x.net"]));
+        assert_eq!(report.class, OutcomeClass::Transient);
+        assert!(report.possible_duplicate);
+        let report = classify(&reply(200, json!([])), &rcpts(&["a@x.net"]));
+        assert_eq!(report.class, OutcomeClass::Transient);
+        assert!(report.possible_duplicate);
+    }
+
+    #[test]
+    fn error_names_before_status() {
+        let cases = [
+            ("Invalid_Key", 500, OutcomeClass::Account),
+            ("PaymentRequired", 402, OutcomeClass::Account),
+            ("Unknown_Subaccount", 500, OutcomeClass::Account),
+            ("ValidationError", 500, OutcomeClass::BadRequest),
+            ("GeneralError", 500, OutcomeClass::Transient),
+            ("ServiceUnavailable", 500, OutcomeClass::Transient),
+            ("RequestLimitExceeded", 500, OutcomeClass::RateLimited),
+            ("Something_New", 500, OutcomeClass::Transient),
+            ("Something_New", 401, OutcomeClass::Account),
+        ];
+        for (name, status, class) in cases {
+            let body = json!({"status": "error", "code": -1, "name": name, "message": "m"});
+            let report = classify(&reply(status, body), &rcpts(&["a@x.net"]));
+            assert_eq!(report.class, class, "{name} {status}");
+            assert!(!report.possible_duplicate);
+            assert!(report.detail.contains(name));
+        }
+    }
+
+    #[test]
+    fn unknown_shapes_by_status() {
+        let html = HttpReply { status: 502, headers: HeaderMap::new(), body: "<html>Bad Gateway</html>".into() };
+        assert_eq!(classify(&html, &rcpts(&["a@x.net"])).class, OutcomeClass::Transient);
+        let weird = HttpReply { status: 200, headers: HeaderMap::new(), body: "{\"ok\":".into() };
+        let report = classify(&weird, &rcpts(&["a@x.net"]));
+        assert_eq!(report.class, OutcomeClass::Transient);
+        assert!(report.possible_duplicate, "HTTP 200 may have sent it");
+    }
+
+    #[test]
+    fn ping() {
+        assert_eq!(classify_ping(&reply(200, json!({"PING": "PONG!"}))).failure, None);
+        let bad = json!({"status": "error", "code": -1, "name": "Invalid_Key", "message": "Invalid API key"});
+        assert_eq!(classify_ping(&reply(500, bad)).failure, Some(OutcomeClass::Account));
+        assert_eq!(classify_ping(&reply(200, json!({"PING": "nope"}))).failure, Some(OutcomeClass::Transient));
     }
 }

@@ -236,7 +236,10 @@ impl SmtpProvider {
             *stage = Stage::Data;
             conn.command(Data).await.map_err(|e| failure_from(Stage::Data, &e))?;
             *stage = Stage::Body;
-            let reply = conn.message(msg.body).await.map_err(|e| failure_from(Stage::Body, &e))?;
+            // lettre ends the data with CRLF "." CRLF itself; a body that already ends in CRLF
+            // would gain a blank line, so hand it over without its last CRLF (byte-exact).
+            let data = msg.body.strip_suffix(b"\r\n").unwrap_or(msg.body);
+            let reply = conn.message(data).await.map_err(|e| failure_from(Stage::Body, &e))?;
             let text: Vec<&str> = reply.message().collect();
             let text = text.join(" ");
             let queue_id =
