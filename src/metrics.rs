@@ -1,10 +1,19 @@
-//! Prometheus metrics. Names and labels are a contract (dashboards and alerts use them); label
-//! values are bounded: client, provider and route names come from the config, never from mail.
+//! Prometheus metrics. Names and labels are a contract: `grafana/dashboards/baton.json` and
+//! `grafana/alerts/baton-rules.yml` use them, and `tests/observability.rs` fails when one of
+//! their names is not exported. Label values are bounded: client, provider and route names come
+//! from the config, everything else from the fixed lists below; never an address, id or free text.
+//!
+//! Every series a panel or an alert reads is created at 0 when Baton starts ([`Metrics::init_config`]),
+//! so panels are not empty and `increase()` sees the first event.
 
+use crate::config::Config;
+use crate::health::ProviderState;
 use crate::outcome::OutcomeClass;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+use std::sync::Mutex;
 
 pub struct Metrics {
     registry: Registry,
@@ -25,10 +34,25 @@ pub struct Metrics {
     pub provider_state_changes: IntCounterVec,
     pub health_probes: IntCounterVec,
     pub build_info: IntGaugeVec,
+    /// `baton_config_reloads_total{result="success"|"failure"}`: incremented by the reloader.
+    pub config_reloads: IntCounterVec,
+    /// Unix time of the last successful config load; set to the start time by [`Metrics::new`].
+    pub config_last_reload_success: Gauge,
+    /// `baton_config_info{hash}` = 1 for the running config (`config::text_hash` of its text);
+    /// change it with [`Metrics::set_config_info`].
+    pub config_info: IntGaugeVec,
+    /// `spool.max_bytes` of the open spool (what "spool full" is measured against).
+    pub spool_max_bytes: IntGauge,
+    /// Providers of each route that are in rotation (healthy or degraded); refreshed at each scrape.
+    pub route_available_providers: IntGaugeVec,
+    /// The hash currently exported by `config_info` (so a change removes the old series).
+    config_hash: Mutex<Option<String>>,
+    /// Routes currently exported by `route_available_providers`.
+    routes_exported: Mutex<Vec<String>>,
 }
 
 /// Reasons an ingest request is refused (`baton_ingest_rejections_total{reason}`).
-pub const REJECTION_REASONS: [&str; 8] = [
+pub const REJECTION_REASONS: [&str; 9] = [
     "auth",
     "sender_not_allowed",
     "invalid",
@@ -37,7 +61,32 @@ pub const REJECTION_REASONS: [&str; 8] = [
     "spool_full",
     "shutting_down",
     "internal",
+    "rate_limited",
 ];
+
+/// Reasons a delivery moves on to the route's next provider (`baton_failovers_total{reason}`):
+/// the outcome class of the failed attempt, or the state of a provider that was skipped.
+pub const FAILOVER_REASONS: [&str; 7] =
+    ["transient", "rate_limited", "account", "bad_request", "open", "suspended", "drained"];
+
+/// `baton_config_reloads_total{result}`.
+pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -97,7 +146,36 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(provider_state.clone())).expect("unique metric");
 
+        let config_last_reload_success = Gauge::new(
+            "baton_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (start-up or reload)",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(config_last_reload_success.clone())).expect("unique metric");
+        config_last_reload_success.set(unix_now());
+        let config_reloads = counter(&registry, "baton_config_reloads_total", "Config reloads by result", &["result"]);
+        for result in RELOAD_RESULTS {
+            config_reloads.with_label_values(&[result]);
+        }
+
         Metrics {
+            config_reloads,
+            config_last_reload_success,
+            config_info: gauge_vec(
+                &registry,
+                "baton_config_info",
+                "1 for the fingerprint of the running config",
+                &["hash"],
+            ),
+            config_hash: Mutex::new(None),
+            routes_exported: Mutex::new(Vec::new()),
+            spool_max_bytes: gauge(&registry, "baton_spool_max_bytes", "spool.max_bytes: the spool's capacity"),
+            route_available_providers: gauge_vec(
+                &registry,
+                "baton_route_available_providers",
+                "Providers of the route in rotation (healthy or degraded)",
+                &["route"],
+            ),
             provider_state,
             provider_state_changes: counter(
                 &registry,
@@ -179,6 +257,12 @@ impl Metrics {
         for provider in providers {
             for class in OutcomeClass::ALL {
                 self.delivery_attempts.with_label_values(&[provider, class.as_str()]);
+                self.provider_request_duration.with_label_values(&[provider, class.as_str()]);
+            }
+            for from in ProviderState::ALL {
+                for to in ProviderState::ALL.into_iter().filter(|&to| to != from) {
+                    self.provider_state_changes.with_label_values(&[provider, from.as_str(), to.as_str()]);
+                }
             }
             for status in ["delivered", "rejected", "failed"] {
                 self.recipients.with_label_values(&[provider, status]);
@@ -197,6 +281,59 @@ impl Metrics {
         }
     }
 
+    /// Creates every series the config implies, at 0: [`Metrics::init_series`] for its clients,
+    /// providers and routes; per route, the failover series between neighbouring providers
+    /// (both ways round for the first two when warm standby swaps them) and the delivery
+    /// latency per provider. Idempotent: call it again after a reload (counters keep their values).
+    pub fn init_config(&self, config: &Config) {
+        let clients: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
+        let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
+        let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        self.init_series(&clients, &providers, &routes);
+        for route in &config.routes {
+            let list: Vec<&str> = route.providers.iter().map(String::as_str).collect();
+            let mut pairs: Vec<(&str, &str)> = list.windows(2).map(|w| (w[0], w[1])).collect();
+            if route.warm_standby > 0.0 && list.len() > 1 {
+                pairs.push((list[1], list[0]));
+                if let Some(&third) = list.get(2) {
+                    pairs.push((list[0], third));
+                }
+            }
+            for (from, to) in pairs {
+                for reason in FAILOVER_REASONS {
+                    self.failovers.with_label_values(&[route.name.as_str(), from, to, reason]);
+                }
+            }
+            for provider in &list {
+                self.delivery_latency.with_label_values(&[route.name.as_str(), provider]);
+            }
+        }
+    }
+
+    /// Exports `baton_config_info{hash}` = 1 for `hash` and removes the previous hash's series.
+    pub fn set_config_info(&self, hash: &str) {
+        let mut current = self.config_hash.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = current.as_deref()
+            && old != hash
+        {
+            let _ = self.config_info.remove_label_values(&[old]);
+        }
+        self.config_info.with_label_values(&[hash]).set(1);
+        *current = Some(hash.to_string());
+    }
+
+    /// Sets `baton_route_available_providers` to exactly these routes (removed routes disappear).
+    pub fn set_route_available_providers(&self, routes: &[(&str, usize)]) {
+        let mut exported = self.routes_exported.lock().unwrap_or_else(|e| e.into_inner());
+        for old in exported.iter().filter(|old| !routes.iter().any(|(r, _)| r == old)) {
+            let _ = self.route_available_providers.remove_label_values(&[old.as_str()]);
+        }
+        for (route, n) in routes {
+            self.route_available_providers.with_label_values(&[route]).set(*n as i64);
+        }
+        *exported = routes.iter().map(|(r, _)| r.to_string()).collect();
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -208,5 +345,114 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sample lines of `name` (with labels), as written in the exposition.
+    fn samples(m: &Metrics, name: &str) -> Vec<String> {
+        m.render()
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn config(routes: &str) -> Config {
+        let text = format!(
+            "[server]\nhostname = \"t\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[[clients]]\nname = \"app\"\napi_keys = [\"k-0123456789abcdef\"]\n\
+             allowed_senders = [\"*@example.com\"]\n\n[providers.a]\ntype = \"file\"\ndir = \"/tmp/a\"\n\n\
+             [providers.b]\ntype = \"file\"\ndir = \"/tmp/b\"\n\n[providers.c]\ntype = \"file\"\ndir = \"/tmp/c\"\n\n{routes}"
+        );
+        crate::config::load_str(&text, "t.toml", &|_| None).unwrap_or_else(|e| panic!("{e}")).config
+    }
+
+    #[test]
+    fn reload_series_exist_from_the_start() {
+        let m = Metrics::new();
+        let reloads = samples(&m, "baton_config_reloads_total");
+        assert_eq!(reloads.len(), 2, "{reloads:?}");
+        assert!(reloads.iter().all(|l| l.ends_with(" 0")));
+        let at = m.config_last_reload_success.get();
+        assert!((unix_now() - at).abs() < 60.0, "start time, not 0: {at}");
+        assert_eq!(
+            samples(&m, "baton_build_info"),
+            [format!("baton_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))]
+        );
+    }
+
+    #[test]
+    fn config_info_keeps_one_series() {
+        let m = Metrics::new();
+        m.set_config_info("aaaa");
+        m.set_config_info("bbbb");
+        m.set_config_info("bbbb");
+        assert_eq!(samples(&m, "baton_config_info"), ["baton_config_info{hash=\"bbbb\"} 1"]);
+    }
+
+    #[test]
+    fn removed_routes_leave_route_availability() {
+        let m = Metrics::new();
+        m.set_route_available_providers(&[("default", 2), ("bulk", 1)]);
+        m.set_route_available_providers(&[("default", 0)]);
+        assert_eq!(
+            samples(&m, "baton_route_available_providers"),
+            ["baton_route_available_providers{route=\"default\"} 0"]
+        );
+    }
+
+    #[test]
+    fn failover_series_follow_the_route_order() {
+        let m = Metrics::new();
+        m.init_config(&config("[[routes]]\nname = \"r\"\nproviders = [\"a\", \"b\", \"c\"]\n"));
+        let pairs = |m: &Metrics| {
+            let mut p: Vec<String> = samples(m, "baton_failovers_total")
+                .iter()
+                .filter(|l| l.contains("reason=\"transient\""))
+                .map(|l| {
+                    let get =
+                        |k: &str| l.split(&format!("{k}=\"")).nth(1).unwrap().split('"').next().unwrap().to_string();
+                    format!("{}>{}", get("from"), get("to"))
+                })
+                .collect();
+            p.sort();
+            p
+        };
+        assert_eq!(pairs(&m), ["a>b", "b>c"]);
+        assert_eq!(samples(&m, "baton_failovers_total").len(), 2 * FAILOVER_REASONS.len());
+        assert!(samples(&m, "baton_failovers_total").iter().all(|l| l.ends_with(" 0")));
+
+        // Warm standby sends some traffic to b first: b → a and a → c exist too.
+        let m = Metrics::new();
+        m.init_config(&config("[[routes]]\nname = \"r\"\nproviders = [\"a\", \"b\", \"c\"]\nwarm_standby = 0.1\n"));
+        assert_eq!(pairs(&m), ["a>b", "a>c", "b>a", "b>c"]);
+        assert_eq!(samples(&m, "baton_delivery_latency_seconds_count").len(), 3);
+    }
+
+    #[test]
+    fn every_label_value_comes_from_config_or_a_fixed_list() {
+        let m = Metrics::new();
+        m.init_config(&config("[[routes]]\nname = \"r\"\nproviders = [\"a\", \"b\"]\n"));
+        let fixed: Vec<&str> = REJECTION_REASONS
+            .iter()
+            .chain(&FAILOVER_REASONS)
+            .chain(&RELOAD_RESULTS)
+            .copied()
+            .chain(OutcomeClass::ALL.iter().map(|c| c.as_str()))
+            .chain(ProviderState::ALL.iter().map(|s| s.as_str()))
+            .chain(["http", "smtp", "app", "a", "b", "c", "r", "ready", "scheduled", "in_flight"])
+            .chain(["delivered", "rejected", "failed", "partially_delivered", "ok", env!("CARGO_PKG_VERSION")])
+            .collect();
+        for line in m.render().lines().filter(|l| l.starts_with("baton_") && l.contains('{')) {
+            let labels = &line[line.find('{').unwrap() + 1..line.rfind('}').unwrap()];
+            for pair in labels.split("\",") {
+                let (k, v) = pair.split_once("=\"").unwrap();
+                let v = v.trim_end_matches('"');
+                assert!(k == "le" || fixed.contains(&v), "unexpected label value {k}={v:?} in {line}");
+            }
+        }
     }
 }

@@ -195,7 +195,7 @@ async fn run_pass(
                         .failovers
                         .with_label_values(&[route.name.as_str(), name.as_str(), next, state.as_str()])
                         .inc();
-                    tracing::debug!(message_id = %record.id, provider = %name, state = state.as_str(), "provider out of rotation; skipped");
+                    tracing::info!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = state.as_str(), "failover");
                 }
                 continue;
             }

@@ -156,6 +156,7 @@ impl Spool {
             .spawn(move || writer_loop(&writer_db, rx, &writer_metrics))
             .map_err(storage)?;
         metrics.spool_bytes.set(bytes as i64);
+        metrics.spool_max_bytes.set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
         let spool = Spool {
             db,
             tx: Mutex::new(Some(tx)),
