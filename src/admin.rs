@@ -19,6 +19,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/providers", get(providers))
         .route("/providers/{name}/drain", post(drain))
         .route("/providers/{name}/resume", post(resume))
+        .route("/reload", post(reload))
         .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -36,7 +37,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Refreshes the queue gauges, then renders every metric.
+/// Refreshes the queue, spool and route-availability gauges, then renders every metric.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let now = now_ms();
     let stats = shared.queue.stats(now);
@@ -46,6 +47,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     m.queue_messages.with_label_values(&["in_flight"]).set(stats.in_flight as i64);
     m.queue_oldest_age.set(stats.oldest_created_ms.map(|c| now.saturating_sub(c) / 1000).unwrap_or(0) as i64);
     m.spool_bytes.set(shared.spool.bytes() as i64);
+    // Providers of each route in rotation (0: the route sends nothing until one comes back).
+    let runtime = shared.runtime.load();
+    let in_rotation = |p: &String| {
+        matches!(
+            shared.health.state(p),
+            Some(crate::health::ProviderState::Healthy | crate::health::ProviderState::Degraded)
+        )
+    };
+    let routes: Vec<(&str, usize)> = runtime
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.providers.iter().filter(|p| in_rotation(p)).count()))
+        .collect();
+    m.set_route_available_providers(&routes);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
@@ -132,5 +147,25 @@ async fn resume(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> 
             Json(json!({"name": name, "state": state.as_str()})).into_response()
         }
         None => unknown_provider(&name),
+    }
+}
+
+/// Reloads the config file: 200 with what changed, or 422 with every problem (nothing changed).
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    match crate::reload::reload(&shared, "admin api").await {
+        Ok(summary) => Json(json!({ "status": "reloaded", "summary": summary })).into_response(),
+        Err(e) => {
+            let problems: Vec<_> = e
+                .problems()
+                .iter()
+                .map(|p| json!({"file": p.file, "line": p.line, "key": p.key, "message": p.message, "text": p.to_string()}))
+                .collect();
+            let body = json!({"error": {
+                "code": "invalid_config",
+                "message": "the new config is invalid; the running config is unchanged",
+                "problems": problems,
+            }});
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
     }
 }

@@ -25,6 +25,12 @@ pub struct Shared {
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
     pub health: Health,
+    /// The config file, re-read on reload.
+    pub config_path: std::path::PathBuf,
+    /// Hash of the config text now live (see [`crate::config::text_hash`]).
+    pub config_hash: Mutex<String>,
+    /// Reloads run one at a time.
+    pub reload_lock: tokio::sync::Mutex<()>,
     stop: CancellationToken,
     /// Finished messages in completion order: (completed ms, id, idempotency entry).
     retention: Mutex<VecDeque<(u64, String, Option<String>)>>,
@@ -87,14 +93,11 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError>
 
 pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let runtime = Runtime::build(&loaded).map_err(StartError::Config)?;
+    let runtime = Runtime::build(&loaded, None).map_err(StartError::Config)?;
     let config = &loaded.config;
-    {
-        let clients: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
-        let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
-        let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
-        metrics.init_series(&clients, &providers, &routes);
-    }
+    // Every series the config implies, at 0 (call again after a reload), and baton_config_info.
+    metrics.init_config(config);
+    metrics.set_config_info(&loaded.hash);
     let (spool, recovered) = Spool::open(&config.spool.dir, config.spool.max_bytes.0, metrics.clone())?;
     let queue = Queue::default();
     for r in &recovered.pending {
@@ -135,6 +138,9 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         queue,
         health,
         metrics,
+        config_path: std::path::PathBuf::from(&loaded.source),
+        config_hash: Mutex::new(loaded.hash.clone()),
+        reload_lock: tokio::sync::Mutex::new(()),
         stop: stop.clone(),
         retention: Mutex::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem)).collect()),
     });
@@ -159,6 +165,17 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
     let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
     let prober = tokio::spawn(health::probe::run(shared.clone(), stop.clone()));
+    let watcher = if config.server.watch_config {
+        match crate::reload::watch(shared.clone(), stop.clone()) {
+            Ok(task) => Some(task),
+            Err(e) => {
+                tracing::warn!(error = %e, "config file watch unavailable; reload with SIGHUP or POST /admin/reload");
+                None
+            }
+        }
+    } else {
+        None
+    };
     tracing::info!(
         http = %http_addr,
         admin = %admin_addr,
@@ -184,6 +201,9 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let _ = dispatcher.await;
         sweeper.abort();
         prober.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
         let spool = done_shared.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
         admin_stop.cancel();

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod outcome;
 pub mod provider;
+pub mod reload;
 pub mod runtime;
 pub mod spool;
 pub mod tls;

@@ -95,6 +95,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(loaded: config::Loaded) -> ExitCode {
+    // Handlers first: a signal that arrives while starting must not kill the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     for w in &loaded.warnings {
         tracing::warn!(problem = %w, "config warning");
     }
@@ -105,17 +110,23 @@ async fn serve(loaded: config::Loaded) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading the config");
+                // Success and failure are logged and counted by the reloader.
+                let _ = baton::reload::reload(&running.shared, "SIGHUP").await;
+            }
+        }
+    }
     running.stop().await;
     ExitCode::SUCCESS
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
 }

@@ -58,7 +58,9 @@ fn patterns(list: &[String]) -> Vec<WildMatch> {
 }
 
 impl Runtime {
-    pub fn build(loaded: &Loaded) -> Result<Runtime, String> {
+    /// Builds the runtime for `loaded`. Providers whose connection settings are the same as in
+    /// `previous` are reused as they are (with their connection pools).
+    pub fn build(loaded: &Loaded, previous: Option<&Runtime>) -> Result<Runtime, String> {
         let config = loaded.config.clone();
         let mut clients_by_key = HashMap::new();
         let mut clients = HashMap::new();
@@ -87,8 +89,16 @@ impl Runtime {
         }
         let mut providers = HashMap::new();
         for (name, p) in &config.providers {
-            let built = provider::build(name, p, &config.server.hostname)
-                .map_err(|e| format!("{}: providers.{name}: {e}", loaded.source))?;
+            let reusable = previous.and_then(|prev| {
+                let old = prev.config.providers.get(name)?;
+                let same = old.same_connection(p) && prev.config.server.hostname == config.server.hostname;
+                same.then(|| prev.providers.get(name).cloned()).flatten()
+            });
+            let built = match reusable {
+                Some(existing) => existing,
+                None => provider::build(name, p, &config.server.hostname)
+                    .map_err(|e| format!("{}: providers.{name}: {e}", loaded.source))?,
+            };
             providers.insert(name.clone(), built);
         }
         let routes = config

@@ -225,6 +225,13 @@ async fn idempotency_key_returns_the_same_message() {
     for id in [&b1["id"], &r1.1["id"], &b3["id"]] {
         baton.wait_final(id.as_str().unwrap()).await;
     }
+    // The other client's message too (its status needs its own key).
+    let other_id = b4["id"].as_str().unwrap();
+    let start = std::time::Instant::now();
+    while baton.status_as(OTHER_KEY, other_id).await.1["status"] != "delivered" {
+        assert!(start.elapsed() < support::baton::DEADLINE, "other client's message not delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let files = std::fs::read_dir(out.path())
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "eml"))

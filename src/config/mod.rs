@@ -62,9 +62,17 @@ pub struct ServerConfig {
     /// Certificate and key (PEM) for STARTTLS and smtps.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
+    /// Reload automatically when the config file changes (also works for editors that replace
+    /// the file and for Kubernetes ConfigMap symlink swaps).
+    #[serde(default = "default_true")]
+    pub watch_config: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     pub cert: PathBuf,
@@ -214,7 +222,7 @@ fn default_concurrency() -> usize {
     64
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub name: String,
@@ -233,7 +241,7 @@ pub struct ClientConfig {
     pub allowed_networks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpUser {
     pub username: String,
@@ -293,7 +301,7 @@ impl HealthSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ProviderConfig {
     Smtp(SmtpProviderConfig),
@@ -312,7 +320,7 @@ pub enum ProviderConfig {
 macro_rules! http_provider_config {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty $(= $default:literal)?),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$fdoc])* $(#[serde(default = $default)])? pub $field: $ty,)*
@@ -403,6 +411,29 @@ fn default_resend_url() -> String {
 }
 
 impl ProviderConfig {
+    /// Same connection settings (everything but `health`): the provider's connections and
+    /// health state can be kept across a reload.
+    pub fn same_connection(&self, other: &ProviderConfig) -> bool {
+        let mut a = self.clone();
+        let mut b = other.clone();
+        *a.health_mut() = HealthOverride::default();
+        *b.health_mut() = HealthOverride::default();
+        a == b
+    }
+
+    fn health_mut(&mut self) -> &mut HealthOverride {
+        match self {
+            ProviderConfig::Smtp(c) => &mut c.health,
+            ProviderConfig::File(c) => &mut c.health,
+            ProviderConfig::Mandrill(c) => &mut c.health,
+            ProviderConfig::Ses(c) => &mut c.health,
+            ProviderConfig::Sendgrid(c) => &mut c.health,
+            ProviderConfig::Mailgun(c) => &mut c.health,
+            ProviderConfig::Postmark(c) => &mut c.health,
+            ProviderConfig::Resend(c) => &mut c.health,
+        }
+    }
+
     /// The provider's `[providers.NAME.health]` overrides.
     pub fn health(&self) -> &HealthOverride {
         match self {
@@ -439,7 +470,7 @@ pub enum TlsMode {
     Tls,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpProviderConfig {
     pub host: String,
@@ -475,7 +506,7 @@ fn default_max_connections() -> usize {
     16
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileProviderConfig {
     pub dir: PathBuf,
@@ -483,7 +514,7 @@ pub struct FileProviderConfig {
     pub health: HealthOverride,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -497,7 +528,7 @@ pub struct RouteConfig {
 }
 
 /// A route matches a message when every given list contains a match (absent lists match all).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     #[serde(default)]
@@ -551,6 +582,16 @@ pub struct Loaded {
     pub warnings: Vec<Problem>,
     /// Path the config came from (relative paths in it are used as written, from the working dir).
     pub source: String,
+    /// SHA-256 of the file text (before `${ENV}` substitution), first 12 hex digits: tells
+    /// which config is live (`baton_config_info{hash}`) and whether the file really changed.
+    pub hash: String,
+}
+
+/// Short SHA-256 of a config text.
+pub fn text_hash(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Collects problems with their file and line.
@@ -624,7 +665,7 @@ pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) ->
         index <= before || !missing_keys.contains(&p.key)
     });
     if problems.errors.is_empty() {
-        Ok(Loaded { config, warnings: problems.warnings, source: file.to_string() })
+        Ok(Loaded { config, warnings: problems.warnings, source: file.to_string(), hash: text_hash(text) })
     } else {
         Err(ConfigError::Invalid { problems: problems.errors })
     }

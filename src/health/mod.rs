@@ -189,10 +189,15 @@ impl Health {
         self.providers.retain(|name, _| config.providers.contains_key(name));
     }
 
-    /// Starts a provider's health afresh (its connection settings changed).
-    pub fn reset(&self, name: &str, config: &Config) {
-        self.providers.remove(name);
-        self.sync(config);
+    /// Forgets a provider's health (its connection settings changed); the next
+    /// [`Health::sync`] starts it afresh as healthy.
+    pub fn forget(&self, name: &str) {
+        if let Some((_, p)) = self.providers.remove(name) {
+            let from = p.inner.lock().unwrap_or_else(|e| e.into_inner()).state;
+            if from != ProviderState::Healthy {
+                self.metrics.provider_state_changes.with_label_values(&[name, from.as_str(), "healthy"]).inc();
+            }
+        }
     }
 
     fn get(&self, name: &str) -> Option<Arc<ProviderHealth>> {
