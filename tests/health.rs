@@ -15,12 +15,8 @@ fn config(primary: &MockSmtp, primary_extra: &str, backup: &MockSmtp, health: &s
     )
 }
 
-async fn providers(baton: &Baton) -> Value {
-    baton.http.get(format!("{}/admin/providers", baton.admin)).send().await.unwrap().json().await.unwrap()
-}
-
 async fn provider_state(baton: &Baton, name: &str) -> String {
-    let all = providers(baton).await;
+    let all = baton.providers().await;
     let p = all["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone();
     p["state"].as_str().unwrap().to_string()
 }
@@ -32,7 +28,7 @@ async fn wait_state(baton: &Baton, name: &str, want: &str) {
         if state == want {
             return;
         }
-        assert!(start.elapsed() < DEADLINE, "{name} never became {want}; it is {state}: {:#}", providers(baton).await);
+        assert!(start.elapsed() < DEADLINE, "{name} never became {want}; it is {state}: {:#}", baton.providers().await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -126,7 +122,7 @@ async fn flapping_primary_opens_the_circuit_with_growing_cooldown() {
         assert!(start.elapsed() < DEADLINE, "no half-open trial");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let all = providers(&baton).await;
+    let all = baton.providers().await;
     let p = &all["providers"].as_array().unwrap().iter().find(|p| p["name"] == "primary").unwrap().clone();
     assert_eq!(p["state"], "open");
     let next = p["next_trial_in_seconds"].as_f64().unwrap();

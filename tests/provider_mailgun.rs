@@ -223,11 +223,11 @@ async fn probe_checks_the_domain_state() {
     let probes = mock.wait_for_requests(DOMAIN_INFO, 2, DEADLINE).await;
     assert_eq!(probes[0].method, "GET");
     assert_eq!(probes[0].header("authorization"), Some(basic().as_str()));
-    let p = wait_provider(&baton, API, "a passing probe", |p| p["last_probe"]["ok"] == true).await;
+    let p = baton.wait_provider(API, "a passing probe", |p| p["last_probe"]["ok"] == true).await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("active"));
 
     mock.reply(DOMAIN_INFO, domain_state("unverified", false));
-    let p = wait_provider(&baton, API, "suspended", |p| p["state"] == "suspended").await;
+    let p = baton.wait_provider(API, "suspended", |p| p["state"] == "suspended").await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("unverified"), "{p:#}");
     let id = baton.send(message(&["alice@example.net"], "while suspended")).await;
     let status = baton.wait_final(&id).await;
@@ -241,7 +241,7 @@ async fn probe_failures_wrong_region_and_disabled_domain() {
     for (reply, expect) in [(Reply::text(401, "Forbidden"), "region"), (domain_state("active", true), "disabled")] {
         let (mock, _backup, baton) = setup("probe_interval = \"200ms\"").await;
         mock.reply(DOMAIN_INFO, reply);
-        let p = wait_provider(&baton, API, "suspended", |p| p["state"] == "suspended").await;
+        let p = baton.wait_provider(API, "suspended", |p| p["state"] == "suspended").await;
         assert!(p["last_probe"]["detail"].as_str().unwrap().contains(expect), "{p:#}");
     }
 }

@@ -4,8 +4,8 @@
 mod support;
 
 use base64::Engine as _;
-use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use serde_json::json;
+use support::baton::recipient;
 use support::baton::{Baton, DEADLINE, message, smtp_provider};
 use support::mock_http::{MockHttp, Reply};
 use support::mock_smtp::MockSmtp;
@@ -49,35 +49,6 @@ async fn healthy_mock() -> MockHttp {
     mock.reply("/server", Reply::json(200, json!({"ID": 1, "Name": "Transactional", "DeliveryType": "Live"})));
     mock.reply("/email", ok_reply());
     mock
-}
-
-async fn providers(baton: &Baton) -> Value {
-    baton.http.get(format!("{}/admin/providers", baton.admin)).send().await.unwrap().json().await.unwrap()
-}
-
-async fn provider(baton: &Baton, name: &str) -> Value {
-    providers(baton).await["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
-}
-
-async fn wait_provider(baton: &Baton, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let p = provider(baton, name).await;
-        if done(&p) {
-            return p;
-        }
-        assert!(start.elapsed() < DEADLINE, "{name} never reached {what}: {p:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn resume(baton: &Baton, name: &str) {
-    let resp = baton.http.post(format!("{}/admin/providers/{name}/resume", baton.admin)).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-}
-
-fn recipient<'a>(status: &'a Value, email: &str) -> &'a Value {
-    status["recipients"].as_array().unwrap().iter().find(|r| r["email"] == email).unwrap()
 }
 
 #[tokio::test]
@@ -138,7 +109,7 @@ async fn sends_the_message_as_postmark_fields_and_keeps_the_message_id() {
     let probes = mock.wait_for_requests("/server", 1, DEADLINE).await;
     assert_eq!(probes[0].method, "GET");
     assert_eq!(probes[0].header("x-postmark-server-token"), Some(TOKEN));
-    let p = wait_provider(&baton, "postmark", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
+    let p = baton.wait_provider("postmark", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
     assert_eq!(p["state"], "healthy", "{p:#}");
 }
 
@@ -189,7 +160,7 @@ async fn classifies_every_documented_answer() {
         assert_eq!(status["recipients"][0]["provider"], "backup", "{name}: fails over: {status:#}");
         assert_eq!(first["possible_duplicate"], name == "timeout", "{name}: {status:#}");
         assert!(first["detail"].as_str().is_some_and(|d| !d.is_empty()), "{name}: {status:#}");
-        resume(&baton, "postmark").await;
+        baton.resume("postmark").await;
     }
 
     // Answers that are not provider failures: no failover.
@@ -282,7 +253,7 @@ async fn rate_limit_honours_retry_after() {
     let status = baton.wait_final(&id).await;
     assert_eq!(status["attempts"][0]["outcome"], "rate_limited", "{status:#}");
     assert_eq!(status["recipients"][0]["provider"], "backup");
-    let p = provider(&baton, "postmark").await;
+    let p = baton.provider("postmark").await;
     assert_eq!(p["state"], "rate_limited", "{p:#}");
     let next = p["next_trial_in_seconds"].as_f64().unwrap();
     assert!(next > 100.0 && next <= 120.0, "Retry-After 120s honoured: {p:#}");
@@ -300,9 +271,9 @@ async fn failing_probe_is_visible_in_admin_providers() {
     mock.reply("/server", error(401, 10, "Request does not contain a valid Server token."));
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&config(&mock, &backup, "", "probe_interval = \"200ms\"")).await;
-    let p = wait_provider(&baton, "postmark", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
+    let p = baton.wait_provider("postmark", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("valid Server token"), "{p:#}");
-    let p = wait_provider(&baton, "postmark", "suspended", |p| p["state"] == "suspended").await;
+    let p = baton.wait_provider("postmark", "suspended", |p| p["state"] == "suspended").await;
     assert!(p["reason"].as_str().unwrap().contains("probe"), "{p:#}");
     let probe = &mock.requests_to("/server")[0];
     assert_eq!(probe.method, "GET");
@@ -327,7 +298,7 @@ async fn the_token_never_appears_in_details() {
     assert_eq!(status["attempts"][0]["outcome"], "account", "{status:#}");
     assert!(status["attempts"][0]["detail"].as_str().unwrap().contains("[redacted]"), "{status:#}");
     assert!(!status.to_string().contains(TOKEN), "token in message status: {status:#}");
-    wait_provider(&baton, "postmark", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
-    let all = providers(&baton).await;
+    baton.wait_provider("postmark", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
+    let all = baton.providers().await;
     assert!(!all.to_string().contains(TOKEN), "token in /admin/providers: {all:#}");
 }

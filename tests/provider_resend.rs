@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use support::baton::recipient;
 use support::baton::{Baton, DEADLINE, message, smtp_provider};
 use support::mock_http::{MockHttp, Reply};
 use support::mock_smtp::MockSmtp;
@@ -47,35 +47,6 @@ async fn healthy_mock() -> MockHttp {
     mock.reply("/domains", Reply::json(200, json!({"object": "list", "data": [{"id": "d1", "name": "example.com", "status": "verified", "region": "us-east-1"}]})));
     mock.reply("/emails", ok_reply());
     mock
-}
-
-async fn providers(baton: &Baton) -> Value {
-    baton.http.get(format!("{}/admin/providers", baton.admin)).send().await.unwrap().json().await.unwrap()
-}
-
-async fn provider(baton: &Baton, name: &str) -> Value {
-    providers(baton).await["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
-}
-
-async fn wait_provider(baton: &Baton, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let p = provider(baton, name).await;
-        if done(&p) {
-            return p;
-        }
-        assert!(start.elapsed() < DEADLINE, "{name} never reached {what}: {p:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn resume(baton: &Baton, name: &str) {
-    let resp = baton.http.post(format!("{}/admin/providers/{name}/resume", baton.admin)).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-}
-
-fn recipient<'a>(status: &'a Value, email: &str) -> &'a Value {
-    status["recipients"].as_array().unwrap().iter().find(|r| r["email"] == email).unwrap()
 }
 
 #[tokio::test]
@@ -129,7 +100,7 @@ async fn sends_resend_fields_with_bearer_and_idempotency_key() {
     let probes = mock.wait_for_requests("/domains", 1, DEADLINE).await;
     assert_eq!(probes[0].method, "GET");
     assert_eq!(probes[0].header("authorization"), Some(format!("Bearer {KEY}").as_str()));
-    let p = wait_provider(&baton, "resend", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
+    let p = baton.wait_provider("resend", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("example.com"), "{p:#}");
 }
 
@@ -204,7 +175,7 @@ async fn classifies_every_documented_answer() {
         assert_eq!(status["status"], "delivered", "{name}: {status:#}");
         assert_eq!(status["recipients"][0]["provider"], "backup", "{name}: fails over: {status:#}");
         assert_eq!(first["possible_duplicate"], name == "timeout", "{name}: {status:#}");
-        resume(&baton, "resend").await;
+        baton.resume("resend").await;
     }
     // A success status with a body we cannot read was still taken: no failover, no id.
     mock.reply("/emails", html(200, "<html>ok</html>"));
@@ -284,7 +255,7 @@ async fn rate_limit_honours_retry_after() {
     let id = baton.send(message(&["alice@example.net"], "throttled")).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["attempts"][0]["outcome"], "rate_limited", "{status:#}");
-    let p = provider(&baton, "resend").await;
+    let p = baton.provider("resend").await;
     assert_eq!(p["state"], "rate_limited", "{p:#}");
     let next = p["next_trial_in_seconds"].as_f64().unwrap();
     assert!(next > 70.0 && next <= 90.0, "Retry-After 90s honoured: {p:#}");
@@ -300,7 +271,7 @@ async fn failing_probe_is_visible_in_admin_providers() {
     mock.reply("/domains", error(403, "invalid_api_key", "API key is invalid."));
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&standard(&mock, &backup, "", "probe_interval = \"200ms\"")).await;
-    let p = wait_provider(&baton, "resend", "suspended by its probe", |p| p["state"] == "suspended").await;
+    let p = baton.wait_provider("resend", "suspended by its probe", |p| p["state"] == "suspended").await;
     assert_eq!(p["last_probe"]["ok"], false, "{p:#}");
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("invalid_api_key"), "{p:#}");
     let id = baton.send(message(&["alice@example.net"], "while suspended")).await;
@@ -315,7 +286,7 @@ async fn probe_passes_with_a_sending_only_key_and_fails_without_a_verified_domai
     mock.reply("/domains", error(401, "restricted_api_key", "This API key is restricted to only send emails."));
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&standard(&mock, &backup, "", "probe_interval = \"200ms\"")).await;
-    let p = wait_provider(&baton, "resend", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
+    let p = baton.wait_provider("resend", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
     assert_eq!(p["state"], "healthy", "{p:#}");
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("sending-only"), "{p:#}");
 
@@ -323,7 +294,7 @@ async fn probe_passes_with_a_sending_only_key_and_fails_without_a_verified_domai
         "/domains",
         Reply::json(200, json!({"object": "list", "data": [{"id": "d1", "name": "example.com", "status": "pending"}]})),
     );
-    let p = wait_provider(&baton, "resend", "suspended", |p| p["state"] == "suspended").await;
+    let p = baton.wait_provider("resend", "suspended", |p| p["state"] == "suspended").await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("no verified domain"), "{p:#}");
 }
 
@@ -339,7 +310,7 @@ async fn the_key_never_appears_in_details() {
     assert_eq!(status["attempts"][0]["outcome"], "account", "{status:#}");
     assert!(!status.to_string().contains(KEY), "key in message status: {status:#}");
     assert!(status["attempts"][0]["detail"].as_str().unwrap().contains("[redacted]"), "{status:#}");
-    wait_provider(&baton, "resend", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
-    let all = providers(&baton).await;
+    baton.wait_provider("resend", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
+    let all = baton.providers().await;
     assert!(!all.to_string().contains(KEY), "key in /admin/providers: {all:#}");
 }

@@ -189,7 +189,7 @@ async fn a_failed_part_of_a_split_send_fails_over_alone() {
     assert_eq!(mock.requests_to(SEND).len(), 2);
     let got = backup.wait_for_messages(1, DEADLINE).await;
     assert_eq!(got[0].rcpts.len(), 500);
-    assert_eq!(provider(&baton, API).await["state"], "rate_limited");
+    assert_eq!(baton.provider(API).await["state"], "rate_limited");
 }
 
 fn epoch_in(secs: u64) -> u64 {
@@ -285,11 +285,11 @@ async fn probe_checks_the_mail_send_scope() {
     let probes = mock.wait_for_requests(SCOPES, 2, DEADLINE).await;
     assert_eq!(probes[0].method, "GET");
     assert_eq!(probes[0].header("authorization"), Some(format!("Bearer {SECRET}").as_str()));
-    wait_provider(&baton, API, "a passing probe", |p| p["last_probe"]["ok"] == true).await;
+    baton.wait_provider(API, "a passing probe", |p| p["last_probe"]["ok"] == true).await;
 
     // The key lost its mail.send scope.
     mock.reply(SCOPES, Reply::json(200, json!({"scopes": ["alerts.read", "stats.read"]})));
-    let p = wait_provider(&baton, API, "suspended", |p| p["state"] == "suspended").await;
+    let p = baton.wait_provider(API, "suspended", |p| p["state"] == "suspended").await;
     assert_eq!(p["last_probe"]["ok"], false);
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("mail.send"), "{p:#}");
     let id = baton.send(message(&["alice@example.net"], "while suspended")).await;
@@ -303,6 +303,6 @@ async fn probe_checks_the_mail_send_scope() {
 async fn probe_with_a_revoked_key_is_an_account_failure() {
     let (mock, _backup, baton) = setup("probe_interval = \"200ms\"").await;
     mock.reply(SCOPES, sendgrid_error(401, "authorization required"));
-    let p = wait_provider(&baton, API, "suspended", |p| p["state"] == "suspended").await;
+    let p = baton.wait_provider(API, "suspended", |p| p["state"] == "suspended").await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("authentication failed"), "{p:#}");
 }

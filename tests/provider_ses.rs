@@ -8,7 +8,6 @@ mod support;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 use support::baton::{Baton, DEADLINE, KEY, message, smtp_provider};
 use support::mock_http::{MockHttp, Recorded, Reply};
 use support::mock_smtp::MockSmtp;
@@ -71,31 +70,6 @@ async fn healthy_mock() -> MockHttp {
     mock
 }
 
-async fn providers(baton: &Baton) -> Value {
-    baton.http.get(format!("{}/admin/providers", baton.admin)).send().await.unwrap().json().await.unwrap()
-}
-
-async fn provider(baton: &Baton, name: &str) -> Value {
-    providers(baton).await["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
-}
-
-async fn wait_provider(baton: &Baton, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let p = provider(baton, name).await;
-        if done(&p) {
-            return p;
-        }
-        assert!(start.elapsed() < DEADLINE, "{name} never reached {what}: {p:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn resume(baton: &Baton, name: &str) {
-    let resp = baton.http.post(format!("{}/admin/providers/{name}/resume", baton.admin)).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-}
-
 /// The request was signed with SigV4 for SES in the configured region, and carries no secret.
 fn assert_signed(req: &Recorded) {
     let auth = req.header("authorization").expect("Authorization header");
@@ -153,7 +127,7 @@ async fn sends_the_raw_message_byte_exact_and_signed() {
     let probes = mock.wait_for_requests(ACCOUNT_PATH, 1, DEADLINE).await;
     assert_eq!(probes[0].method, "GET");
     assert_signed(&probes[0]);
-    let p = wait_provider(&baton, "ses", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
+    let p = baton.wait_provider("ses", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("HEALTHY"), "{p:#}");
     assert!(!status.to_string().contains(SESSION) && !p.to_string().contains(SESSION));
 }
@@ -224,7 +198,7 @@ async fn classifies_every_documented_error_type() {
         assert_eq!(status["status"], "delivered", "{name}: {status:#}");
         assert_eq!(status["recipients"][0]["provider"], "backup", "{name}: fails over: {status:#}");
         assert_eq!(first["possible_duplicate"], name == "timeout", "{name}: {status:#}");
-        resume(&baton, "ses").await;
+        baton.resume("ses").await;
     }
     // A success status with a body we cannot read was still taken: no failover, no id.
     mock.reply(SEND_PATH, html(200, "<html>ok</html>"));
@@ -255,7 +229,7 @@ async fn rate_limit_honours_retry_after() {
     let id = baton.send(message(&["alice@example.net"], "throttled")).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["attempts"][0]["outcome"], "rate_limited", "{status:#}");
-    let p = provider(&baton, "ses").await;
+    let p = baton.provider("ses").await;
     assert_eq!(p["state"], "rate_limited", "{p:#}");
     let next = p["next_trial_in_seconds"].as_f64().unwrap();
     assert!(next > 45.0 && next <= 60.0, "Retry-After honoured: {p:#}");
@@ -273,12 +247,12 @@ async fn account_probe_drives_health() {
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&config(&mock, &backup, "", "probe_interval = \"200ms\"")).await;
     // Probation still sends, and says so.
-    let p = wait_provider(&baton, "ses", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
+    let p = baton.wait_provider("ses", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("probation"), "{p:#}");
     assert_eq!(p["state"], "healthy");
 
     mock.reply(ACCOUNT_PATH, account(false, "HEALTHY"));
-    let p = wait_provider(&baton, "ses", "suspended by its probe", |p| p["state"] == "suspended").await;
+    let p = baton.wait_provider("ses", "suspended by its probe", |p| p["state"] == "suspended").await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("paused"), "{p:#}");
     let id = baton.send(message(&["alice@example.net"], "while paused")).await;
     let status = baton.wait_final(&id).await;
@@ -286,20 +260,22 @@ async fn account_probe_drives_health() {
     assert!(mock.requests_to(SEND_PATH).is_empty(), "no send while suspended");
 
     mock.reply(ACCOUNT_PATH, account(true, "SHUTDOWN"));
-    let p = wait_provider(&baton, "ses", "a shutdown probe", |p| {
-        p["last_probe"]["detail"].as_str().is_some_and(|d| d.contains("shut down"))
-    })
-    .await;
+    let p = baton
+        .wait_provider("ses", "a shutdown probe", |p| {
+            p["last_probe"]["detail"].as_str().is_some_and(|d| d.contains("shut down"))
+        })
+        .await;
     assert_eq!((p["state"].as_str(), p["last_probe"]["ok"].as_bool()), (Some("suspended"), Some(false)), "{p:#}");
 
     mock.reply(
         ACCOUNT_PATH,
         error(403, "InvalidClientTokenId", "The security token included in the request is invalid."),
     );
-    let p = wait_provider(&baton, "ses", "an auth failure probe", |p| {
-        p["last_probe"]["detail"].as_str().is_some_and(|d| d.contains("InvalidClientTokenId"))
-    })
-    .await;
+    let p = baton
+        .wait_provider("ses", "an auth failure probe", |p| {
+            p["last_probe"]["detail"].as_str().is_some_and(|d| d.contains("InvalidClientTokenId"))
+        })
+        .await;
     assert_eq!(p["last_probe"]["ok"], false);
     for probe in mock.requests_to(ACCOUNT_PATH) {
         assert_eq!(probe.method, "GET");
@@ -319,8 +295,8 @@ async fn the_secret_never_appears_in_details() {
     let status = baton.wait_final(&id).await;
     assert_eq!(status["attempts"][0]["outcome"], "account", "{status:#}");
     assert!(!status.to_string().contains(SECRET), "secret in message status: {status:#}");
-    wait_provider(&baton, "ses", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
-    let all = providers(&baton).await;
+    baton.wait_provider("ses", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
+    let all = baton.providers().await;
     assert!(!all.to_string().contains(SECRET), "secret in /admin/providers: {all:#}");
     for req in mock.requests() {
         assert_signed(&req);

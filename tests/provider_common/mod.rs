@@ -3,11 +3,10 @@
 //! mock]`, admin helpers, and a table runner that sends one message per scripted provider answer
 //! and checks its classification, failover and the provider's health state.
 
+pub use crate::support::baton::recipient;
 use crate::support::baton::{Baton, DEADLINE, message, smtp_provider};
 use crate::support::mock_http::{MockHttp, Reply};
 use crate::support::mock_smtp::MockSmtp;
-use serde_json::Value;
-use std::time::{Duration, Instant};
 
 /// The name of the provider under test in every config.
 pub const API: &str = "api";
@@ -21,48 +20,11 @@ pub fn config(kind: &str, base_url: &str, extra: &str, backup: &MockSmtp, health
     )
 }
 
-pub async fn providers(baton: &Baton) -> Value {
-    baton.http.get(format!("{}/admin/providers", baton.admin)).send().await.unwrap().json().await.unwrap()
-}
-
-pub async fn provider(baton: &Baton, name: &str) -> Value {
-    let all = providers(baton).await;
-    all["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
-}
-
-/// Waits until `/admin/providers` shows `name` satisfying `done`.
-pub async fn wait_provider(baton: &Baton, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let p = provider(baton, name).await;
-        if done(&p) {
-            return p;
-        }
-        assert!(start.elapsed() < DEADLINE, "{name} never got {what}: {p:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Puts the provider back into rotation (the operator's resume).
-pub async fn resume(baton: &Baton, name: &str) {
-    let resp = baton.http.post(format!("{}/admin/providers/{name}/resume", baton.admin)).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-}
-
-pub fn recipient<'a>(status: &'a Value, email: &str) -> &'a Value {
-    status["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["email"] == email)
-        .unwrap_or_else(|| panic!("{email} in {status}"))
-}
-
 /// The secret appears neither in the message's public status nor in the admin view.
 pub async fn assert_secret_absent(baton: &Baton, id: &str, secret: &str) {
     let status = baton.status(id).await.to_string();
     assert!(!status.contains(secret), "secret leaked into GET /v1/messages/{id}: {status}");
-    let admin = providers(baton).await.to_string();
+    let admin = baton.providers().await.to_string();
     assert!(!admin.contains(secret), "secret leaked into /admin/providers: {admin}");
 }
 
@@ -123,7 +85,7 @@ pub async fn run_cases(baton: &Baton, mock: &MockHttp, backup: &MockSmtp, send_p
     for case in cases {
         let name = case.name;
         mock.reply(send_path, case.reply.clone());
-        resume(baton, API).await;
+        baton.resume(API).await;
         let before_api = mock.requests_to(send_path).len();
         let before_backup = backup.message_count();
         let subject = format!("case {name}");
@@ -167,7 +129,7 @@ pub async fn run_cases(baton: &Baton, mock: &MockHttp, backup: &MockSmtp, send_p
         if !matches!(case.end, End::Backup) {
             assert_eq!(backup.message_count(), before_backup, "{name}: backup must not be used");
         }
-        let p = provider(baton, API).await;
+        let p = baton.provider(API).await;
         assert_eq!(p["state"], case.state, "{name}: {p:#}");
         if let Some((min, max)) = case.next_trial {
             let next = p["next_trial_in_seconds"].as_f64().unwrap_or(-1.0);

@@ -28,8 +28,9 @@ allowed_senders = ["*@example.org"]
 
 /// A `[providers.NAME]` table for an SMTP provider pointing at a mock.
 pub fn smtp_provider(name: &str, mock: &MockSmtp, extra: &str) -> String {
+    let timeout = if extra.contains("timeout") { "" } else { "timeout = \"2s\"\n" };
     format!(
-        "\n[providers.{name}]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"2s\"\n{extra}\n",
+        "\n[providers.{name}]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n{timeout}{extra}\n",
         mock.port()
     )
 }
@@ -104,6 +105,35 @@ impl Baton {
         &self.running.as_ref().expect("running").shared
     }
 
+    /// Starts with `server_extra` lines added to `[server]` (SMTP listeners, TLS, limits).
+    pub async fn start_with_server(server_extra: &str, spool_extra: &str, body: &str) -> Baton {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let text =
+            config_text(&dir, spool_extra, body).replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1);
+        let loaded = baton::config::load_str(&text, "test.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
+        let running = baton::app::start(loaded).await.expect("baton starts");
+        Baton {
+            base: format!("http://{}", running.http_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running: Some(running),
+            http: reqwest::Client::new(),
+            dir,
+            _tmp: Some(tmp),
+        }
+    }
+
+    /// The `server.smtp_listen` address (an ephemeral port when configured as `:0`).
+    pub fn smtp_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").smtp_addr.expect("server.smtp_listen is set")
+    }
+
+    /// The `server.smtps_listen` address.
+    pub fn smtps_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").smtps_addr.expect("server.smtps_listen is set")
+    }
+
     pub async fn post(&self, key: Option<&str>, idempotency: Option<&str>, body: String) -> (u16, Value) {
         let mut req =
             self.http.post(format!("{}/v1/messages", self.base)).header("content-type", "application/json").body(body);
@@ -166,6 +196,36 @@ impl Baton {
         .await
     }
 
+    /// `GET /admin/providers`.
+    pub async fn providers(&self) -> Value {
+        self.http.get(format!("{}/admin/providers", self.admin)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// One provider's entry in `GET /admin/providers`.
+    pub async fn provider(&self, name: &str) -> Value {
+        let all = self.providers().await;
+        all["providers"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
+    }
+
+    /// Waits until `/admin/providers` shows `name` satisfying `done`.
+    pub async fn wait_provider(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let p = self.provider(name).await;
+            if done(&p) {
+                return p;
+            }
+            assert!(start.elapsed() < DEADLINE, "{name} never got {what}: {p:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Puts a provider back into rotation (the operator's resume).
+    pub async fn resume(&self, name: &str) {
+        let resp = self.http.post(format!("{}/admin/providers/{name}/resume", self.admin)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+
     pub async fn metrics(&self) -> String {
         self.http.get(format!("{}/metrics", self.admin)).send().await.expect("metrics").text().await.expect("text")
     }
@@ -184,4 +244,14 @@ impl Baton {
 /// A small valid message from the "app" client.
 pub fn message(to: &[&str], subject: &str) -> Value {
     serde_json::json!({"from": "App <app@example.com>", "to": to, "subject": subject, "text": "hello"})
+}
+
+/// A recipient's entry in a message status.
+pub fn recipient<'a>(status: &'a Value, email: &str) -> &'a Value {
+    status["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["email"] == email)
+        .unwrap_or_else(|| panic!("{email} in {status}"))
 }

@@ -1,3 +1,5 @@
 pub mod baton;
+pub mod certs;
+pub mod mock_http;
 pub mod mock_smtp;
 pub mod process;
