@@ -240,6 +240,9 @@ async fn undelivered_recipients_expire_after_max_age() {
     assert_eq!(status["status"], "failed");
     let detail = status["recipients"][0]["detail"].as_str().unwrap();
     assert!(detail.contains("expired") && detail.contains("451"), "{detail}");
+    // Counted for the provider that last tried it, even though the circuit was open by then.
+    let m = baton.metrics().await;
+    assert_eq!(Baton::metric(&m, "baton_recipients_total", &[("provider", "primary"), ("status", "failed")]), 1.0);
 }
 
 #[tokio::test]

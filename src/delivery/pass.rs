@@ -116,9 +116,12 @@ pub async fn deliver(shared: &Shared, id: &str) {
         }
     }
     if !record.has_pending() {
-        if let Some(provider) = &result.last_provider {
+        // Failed recipients count against the provider that last tried them (this pass or an
+        // earlier one); a message no provider ever tried has nobody to count them for.
+        let last_tried = result.last_provider.clone().or_else(|| record.attempts.last().map(|a| a.provider.clone()));
+        if let Some(provider) = last_tried {
             let failed = record.recipients.iter().filter(|r| r.status == RecipientStatus::Failed).count();
-            shared.metrics.recipients.with_label_values(&[provider, "failed"]).inc_by(failed as u64);
+            shared.metrics.recipients.with_label_values(&[&provider, "failed"]).inc_by(failed as u64);
         }
         return finish(shared, record, &route.name).await;
     }
