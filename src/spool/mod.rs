@@ -81,10 +81,18 @@ impl Op {
     }
 }
 
+/// A message waiting for delivery, as the queue needs it.
+pub struct PendingEntry {
+    pub id: String,
+    pub next_attempt_ms: u64,
+    pub created_ms: u64,
+}
+
 /// What was found in the spool at start-up.
 pub struct Recovered {
-    /// Messages with recipients still pending: they go back on the delivery queue.
-    pub pending: Vec<MessageRecord>,
+    /// Messages with recipients still pending: they go back on the delivery queue. Only what
+    /// the queue needs is kept, so recovering a large spool does not hold every record in memory.
+    pub pending: Vec<PendingEntry>,
     /// Finished messages kept for status queries: (id, completed at ms, idempotency key).
     pub completed: Vec<(String, u64, Option<String>)>,
 }
@@ -143,7 +151,11 @@ impl Spool {
                     recovered.completed.push((record.id, done, idem));
                 } else {
                     bytes += record.size;
-                    recovered.pending.push(record);
+                    recovered.pending.push(PendingEntry {
+                        id: record.id,
+                        next_attempt_ms: record.next_attempt_ms,
+                        created_ms: record.created_ms,
+                    });
                 }
             }
         }
