@@ -217,9 +217,17 @@ pub fn watch(shared: Arc<Shared>, stop: CancellationToken) -> Result<tokio::task
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    let file_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Only the config file itself (written, or renamed into place) and Kubernetes'
+        // `..data` swaps matter: a log file next to the config must not wake the reloader.
+        let relevant = event.is_ok_and(|e| {
+            e.paths.iter().any(|p| {
+                p.file_name().is_some_and(|n| n == file_name.as_os_str() || n.to_string_lossy().starts_with(".."))
+            })
+        });
+        if relevant {
             let _ = tx.send(());
         }
     })

@@ -442,3 +442,86 @@ async fn rotated_certificate_is_used_by_the_next_starttls() {
     assert!(!starttls_trusting(smtp, &first.ca_pem).await);
     running.stop().await;
 }
+
+/// A minimal SMTP client over a raw socket: sends a line, returns the (last line of the) reply.
+struct Smtp {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Smtp {
+    async fn connect(addr: std::net::SocketAddr) -> Smtp {
+        let mut s = Smtp { stream: tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap()) };
+        assert!(s.reply().await.starts_with("220"));
+        s
+    }
+    async fn reply(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).await.unwrap();
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                return line;
+            }
+        }
+    }
+    async fn cmd(&mut self, line: &str) -> String {
+        use tokio::io::AsyncWriteExt;
+        self.stream.get_mut().write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        self.reply().await
+    }
+    async fn login(addr: std::net::SocketAddr, user: &str, password: &str) -> Smtp {
+        use base64::Engine;
+        let mut s = Smtp::connect(addr).await;
+        assert!(s.cmd("EHLO client.example.com").await.starts_with("250"));
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let r = s.cmd(&format!("AUTH PLAIN {token}")).await;
+        assert!(r.starts_with("235"), "{r}");
+        s
+    }
+    async fn send(&mut self, subject: &str) -> String {
+        let r = self.cmd("MAIL FROM:<app@example.com>").await;
+        if !r.starts_with("250") {
+            return r;
+        }
+        assert!(self.cmd("RCPT TO:<alice@example.net>").await.starts_with("250"));
+        assert!(self.cmd("DATA").await.starts_with("354"));
+        self.cmd(&format!("Subject: {subject}\r\n\r\nhello\r\n.")).await
+    }
+}
+
+#[tokio::test]
+async fn open_smtp_sessions_lose_a_removed_login_at_their_next_transaction() {
+    let a = MockSmtp::start().await;
+    let users = |list: &str| {
+        format!(
+            "[[clients]]\nname = \"app\"\napi_keys = [\"{KEY}\"]\nallowed_senders = [\"*@example.com\"]\nsmtp_users = [{list}]\n{}{}",
+            smtp_provider("a", &a, ""),
+            routes(&["a"])
+        )
+    };
+    let both = users(
+        "{ username = \"keep\", password = \"keep-password\" }, { username = \"drop\", password = \"drop-password\" }",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.toml");
+    let text = |body: &str| {
+        Reloadable::text(dir.path(), body, false).replace("[server]\n", "[server]\nsmtp_listen = \"127.0.0.1:0\"\n")
+    };
+    std::fs::write(&path, text(&both)).unwrap();
+    let running = baton::app::start(baton::config::load(&path).unwrap()).await.unwrap();
+    let smtp = running.smtp_addr.unwrap();
+    let mut keep = Smtp::login(smtp, "keep", "keep-password").await;
+    let mut drop = Smtp::login(smtp, "drop", "drop-password").await;
+    assert!(keep.send("keep 1").await.starts_with("250"));
+    assert!(drop.send("drop 1").await.starts_with("250"));
+
+    std::fs::write(&path, text(&users("{ username = \"keep\", password = \"keep-password\" }"))).unwrap();
+    let r = reqwest::Client::new().post(format!("http://{}/admin/reload", running.admin_addr)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    assert!(keep.send("keep 2").await.starts_with("250"), "a login that still exists keeps working");
+    let refused = drop.send("drop 2").await;
+    assert!(refused.starts_with("530"), "the removed login is refused at the next MAIL: {refused}");
+    a.wait_for_messages(3, DEADLINE).await;
+    running.stop().await;
+}
