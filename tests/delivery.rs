@@ -319,3 +319,36 @@ async fn the_relay_receives_the_spooled_bytes_exactly() {
     let got = primary.wait_for_messages(1, DEADLINE).await;
     assert_eq!(got[0].data_str(), raw, "byte-exact, no extra blank line, dot-stuffing undone");
 }
+
+/// The SMTP provider over STARTTLS and over implicit TLS, against a second Baton's SMTP
+/// listener (a real TLS server with a test CA), with AUTH.
+#[tokio::test]
+async fn relays_over_starttls_and_implicit_tls_with_auth() {
+    let cert = support::certs::TestCert::generate();
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &cert.ca_pem).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // The downstream relay: another Baton with STARTTLS and smtps, writing to a file outbox.
+    let downstream_body = format!(
+        "[[clients]]\nname = \"upstream\"\nallowed_senders = [\"*@example.com\"]\nsmtp_users = [{{ username = \"relay\", password = \"relay-password\" }}]\n\n[providers.outbox]\ntype = \"file\"\ndir = \"{}\"\n\n[[routes]]\nname = \"default\"\nproviders = [\"outbox\"]\n",
+        out.path().display()
+    );
+    let server = format!("smtp_listen = \"127.0.0.1:0\"\nsmtps_listen = \"127.0.0.1:0\"\n{}", cert.server_tls_line());
+    let downstream = Baton::start_with_server(&server, "", &downstream_body).await;
+    for (tls, addr) in [("starttls", downstream.smtp_addr()), ("tls", downstream.smtps_addr())] {
+        let body = format!(
+            "[providers.relay]\ntype = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"{tls}\"\nca_file = \"{}\"\nusername = \"relay\"\npassword = \"relay-password\"\ntimeout = \"5s\"\n\n[[routes]]\nname = \"default\"\nproviders = [\"relay\"]\n",
+            addr.port(),
+            ca.path().display()
+        );
+        let upstream = Baton::start(&body).await;
+        let id = upstream.send(message(&["alice@example.net"], &format!("over {tls}"))).await;
+        let status = upstream.wait_final(&id).await;
+        assert_eq!(status["status"], "delivered", "{tls}: {status:#}");
+        let downstream_id = status["recipients"][0]["provider_message_id"].as_str().unwrap().to_string();
+        let eml = std::fs::read_to_string(out.path().join(format!("{downstream_id}.eml"))).unwrap();
+        assert!(eml.contains(&format!("Subject: over {tls}")), "{eml}");
+        assert!(eml.contains("ESMTPSA"), "TLS and AUTH recorded by the receiving side: {eml}");
+        assert!(eml.contains(&format!("Message-ID: <{id}@baton.test>")));
+    }
+}

@@ -13,6 +13,7 @@ mod sendgrid;
 mod ses;
 mod smtp;
 pub mod smtp_classify;
+mod smtp_stream;
 
 use crate::config::ProviderConfig;
 use crate::health::ProbeReport;

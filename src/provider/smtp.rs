@@ -6,6 +6,7 @@
 //! connection pool below is ours: lettre's pool is tied to its transport.
 
 use super::smtp_classify::{Stage, classify, is_too_many_recipients};
+use super::smtp_stream;
 use super::{Outbound, Provider};
 use crate::config::{SmtpProviderConfig, TlsMode};
 use crate::health::ProbeReport;
@@ -31,7 +32,10 @@ pub struct SmtpProvider {
     host: String,
     port: u16,
     tls: TlsMode,
+    /// STARTTLS settings (lettre upgrades the connection).
     tls_params: Option<TlsParameters>,
+    /// Implicit TLS (smtps): we open the TLS stream ourselves.
+    implicit_tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<Credentials>,
     timeout: Duration,
     hello: ClientId,
@@ -88,6 +92,10 @@ impl SmtpProvider {
             host: c.host.clone(),
             port: c.port,
             tls: c.tls,
+            implicit_tls: match c.tls {
+                TlsMode::Tls => Some(smtp_stream::tls_connector(c.ca_file.as_deref())?),
+                _ => None,
+            },
             tls_params,
             credentials,
             timeout: c.timeout.0,
@@ -100,16 +108,20 @@ impl SmtpProvider {
 
     async fn connect(&self, stage: &mut Stage) -> Result<AsyncSmtpConnection, Failure> {
         *stage = Stage::Connect;
-        let implicit = if self.tls == TlsMode::Tls { self.tls_params.clone() } else { None };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            implicit,
-            None,
-        )
-        .await
-        .map_err(|e| failure_from(Stage::Connect, &e))?;
+        // Our own socket with Nagle off (see smtp_stream.rs); lettre speaks SMTP over it.
+        let connect_failed = |e: std::io::Error| Failure {
+            class: OutcomeClass::Transient,
+            detail: truncate_detail(&format!("connect to {}:{}: {e}", self.host, self.port)),
+        };
+        let stream: Box<dyn lettre::transport::smtp::client::AsyncTokioStream> = match &self.implicit_tls {
+            Some(connector) => {
+                Box::new(smtp_stream::connect_tls(connector, &self.host, self.port).await.map_err(connect_failed)?)
+            }
+            None => Box::new(smtp_stream::connect(&self.host, self.port).await.map_err(connect_failed)?),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|e| failure_from(Stage::Connect, &e))?;
         if self.tls == TlsMode::Starttls {
             *stage = Stage::Tls;
             if !conn.server_info().supports_feature(Extension::StartTls) {
