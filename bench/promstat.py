@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Small helpers for bench/ingest.sh: read Prometheus text scrapes and loadgen JSON.
 
-  promstat.py hist NAME BEFORE AFTER   -> "count mean p50 p99" of histogram NAME between two scrapes
-                                          (percentiles are bucket upper bounds, Prometheus-style)
+  promstat.py hist NAME BEFORE AFTER [LE] -> "count mean p50 p99 over" of histogram NAME between two
+                                          scrapes (percentiles are bucket upper bounds, Prometheus-
+                                          style; over = observations above bucket bound LE)
   promstat.py value NAME[{labels}] FILE -> value of one sample (0 if missing)
   promstat.py json FILE KEY[.KEY...]    -> a field of a JSON object (loadgen --json output)
   promstat.py freeport                  -> a free TCP port on 127.0.0.1
+  promstat.py worst TIMELINE            -> "second p99 max" of the worst second in loadgen --timeline output
 """
 import json
 import math
@@ -26,7 +28,7 @@ def samples(path):
     return out
 
 
-def hist(name, before, after):
+def hist(name, before, after, over_le=None):
     a, b = samples(before), samples(after)
     d = lambda k: b.get(k, 0.0) - a.get(k, 0.0)
     count, total = d(name + "_count"), d(name + "_sum")
@@ -47,13 +49,17 @@ def hist(name, before, after):
         return "inf"
 
     mean = total / count if count > 0 else float("nan")
-    print("%d %.6g %s %s" % (count, mean, q(0.5), q(0.99)))
+    over = 0
+    if over_le is not None:
+        below = [c for le, c in buckets if le == float(over_le)]
+        over = count - below[0] if below else 0
+    print("%d %.6g %s %s %d" % (count, mean, q(0.5), q(0.99), over))
 
 
 def main():
     cmd = sys.argv[1]
     if cmd == "hist":
-        hist(sys.argv[2], sys.argv[3], sys.argv[4])
+        hist(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
     elif cmd == "value":
         v = samples(sys.argv[3]).get(sys.argv[2], 0.0)
         print("%d" % v if v == int(v) else "%g" % v)
@@ -63,6 +69,19 @@ def main():
         for k in sys.argv[3].split("."):
             v = v.get(k) if isinstance(v, dict) else None
         print("null" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))
+    elif cmd == "worst":
+        rows = []
+        with open(sys.argv[2]) as f:
+            for line in f:
+                p = line.split()
+                if len(p) == 5 and p[0].isdigit():
+                    rows.append((float(p[3]), float(p[4]), int(p[0]), int(p[1])))
+        rows = [r for r in rows if r[3] >= 100] or rows  # ignore the last, partial second
+        if rows:
+            w = max(rows)
+            print("%d %.2f %.2f" % (w[2], w[0], w[1]))
+        else:
+            print("- nan nan")
     elif cmd == "freeport":
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

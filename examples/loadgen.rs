@@ -22,7 +22,12 @@
 //! reported by status code); latency percentiles are over the 202 answers only. It only talks to
 //! loopback addresses.
 //!
-//! `--json` prints the summary as one JSON object (for bench scripts) instead of text.
+//! `--warmup D` first runs the same load on the same connections for D and leaves it out of the
+//! numbers (not with a closed-loop `--count`). Open-loop sends are paced by tokio's 1 ms timer, so a
+//! request may leave up to ~1 ms after its scheduled time; that lag is counted in its latency.
+//!
+//! `--json` prints the summary as one JSON object (for bench scripts) instead of text;
+//! `--timeline` prints per-second 202 count / p50 / p99 / max on stderr.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,17 +43,20 @@ struct Args {
     key: String,
     concurrency: usize,
     duration: Option<Duration>,
+    warmup: Duration,
     rate: Option<f64>,
     count: Option<u64>,
     size: usize,
     threads: usize,
     timeout: Duration,
     json: bool,
+    timeline: bool,
 }
 
 const USAGE: &str = "usage: loadgen --url http://127.0.0.1:PORT[/v1/messages] --key API_KEY
-    [--concurrency N (64)] [--duration 10s] [--rate PER_SEC] [--count N]
-    [--size BODY_TEXT_BYTES (1024)] [--threads N (1)] [--timeout 30s] [--json]";
+    [--concurrency N (64)] [--duration 10s] [--rate PER_SEC] [--count N] [--warmup 0s]
+    [--size BODY_TEXT_BYTES (1024)] [--threads N (1)] [--timeout 30s] [--json]
+    [--timeline (per-second count / p99 / max on stderr)]";
 
 fn fail(msg: &str) -> ! {
     eprintln!("loadgen: {msg}\n{USAGE}");
@@ -56,13 +64,8 @@ fn fail(msg: &str) -> ! {
 }
 
 fn parse_duration(s: &str) -> Duration {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .unwrap_or_else(|_| fail(&format!("bad duration {s:?}")));
+    let (num, unit) = s.find(|c: char| c.is_ascii_alphabetic()).map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().unwrap_or_else(|_| fail(&format!("bad duration {s:?}")));
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -77,35 +80,38 @@ fn parse_args() -> Args {
     let mut key = None;
     let mut concurrency = 64;
     let mut duration = None;
+    let mut warmup = Duration::ZERO;
     let mut rate = None;
     let mut count = None;
     let mut size = 1024;
     let mut threads = 1;
     let mut timeout = Duration::from_secs(30);
     let mut json = false;
+    let mut timeline = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--json" {
             json = true;
             continue;
         }
+        if flag == "--timeline" {
+            timeline = true;
+            continue;
+        }
         if flag == "-h" || flag == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        let value = it
-            .next()
-            .unwrap_or_else(|| fail(&format!("{flag} needs a value")));
+        let value = it.next().unwrap_or_else(|| fail(&format!("{flag} needs a value")));
         let num = |v: &str| -> u64 {
-            v.replace('_', "")
-                .parse()
-                .unwrap_or_else(|_| fail(&format!("{flag}: bad number {v:?}")))
+            v.replace('_', "").parse().unwrap_or_else(|_| fail(&format!("{flag}: bad number {v:?}")))
         };
         match flag.as_str() {
             "--url" => url = Some(value),
             "--key" => key = Some(value),
             "--concurrency" | "-c" => concurrency = num(&value) as usize,
             "--duration" | "-d" => duration = Some(parse_duration(&value)),
+            "--warmup" => warmup = parse_duration(&value),
             "--rate" | "-r" => rate = Some(num(&value) as f64),
             "--count" | "-n" => count = Some(num(&value)),
             "--size" => size = num(&value) as usize,
@@ -116,19 +122,15 @@ fn parse_args() -> Args {
     }
     let url = url.unwrap_or_else(|| fail("--url is required"));
     let key = key.unwrap_or_else(|| fail("--key is required"));
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| fail("only http:// URLs are supported"));
+    let rest = url.strip_prefix("http://").unwrap_or_else(|| fail("only http:// URLs are supported"));
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/v1/messages"),
     };
     let path = if path == "/" { "/v1/messages" } else { path };
-    let addr: SocketAddr = hostport.parse().unwrap_or_else(|_| {
-        fail(&format!(
-            "{hostport:?}: give a literal IP:PORT, e.g. 127.0.0.1:8080"
-        ))
-    });
+    let addr: SocketAddr = hostport
+        .parse()
+        .unwrap_or_else(|_| fail(&format!("{hostport:?}: give a literal IP:PORT, e.g. 127.0.0.1:8080")));
     if !addr.ip().is_loopback() {
         fail("only loopback addresses (127.0.0.1, ::1) may be targeted");
     }
@@ -148,12 +150,14 @@ fn parse_args() -> Args {
         key,
         concurrency,
         duration,
+        warmup,
         rate,
         count,
         size,
         threads,
         timeout,
         json,
+        timeline,
     }
 }
 
@@ -195,6 +199,8 @@ struct Tally {
     by_status: Vec<(u16, u64)>,
     io_errors: u64,
     first_error: Option<String>,
+    /// With --timeline: (second after start the answer came, latency µs) of 202 answers.
+    timeline: Vec<(u32, u32)>,
 }
 
 impl Tally {
@@ -217,6 +223,7 @@ impl Tally {
             self.add_status(code, n);
         }
         self.io_errors += other.io_errors;
+        self.timeline.extend(other.timeline);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -237,11 +244,7 @@ fn find_header_end(buf: &[u8]) -> Option<usize> {
 fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     head.split(|&b| b == b'\n').find_map(|line| {
         let colon = line.iter().position(|&b| b == b':')?;
-        if line[..colon].eq_ignore_ascii_case(name) {
-            Some(line[colon + 1..].trim_ascii())
-        } else {
-            None
-        }
+        if line[..colon].eq_ignore_ascii_case(name) { Some(line[colon + 1..].trim_ascii()) } else { None }
     })
 }
 
@@ -273,9 +276,7 @@ impl Conn {
         loop {
             if let Some(end) = find_header_end(&self.buf) {
                 let head = &self.buf[..end];
-                let bad = || {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response")
-                };
+                let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
                 let code = head
                     .get(9..12)
                     .and_then(|c| std::str::from_utf8(c).ok())
@@ -283,10 +284,7 @@ impl Conn {
                     .filter(|_| head.starts_with(b"HTTP/1."))
                     .ok_or_else(bad)?;
                 let len: usize = match header_value(head, b"content-length") {
-                    Some(v) => std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(bad)?,
+                    Some(v) => std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()).ok_or_else(bad)?,
                     None => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
@@ -294,8 +292,7 @@ impl Conn {
                         ));
                     }
                 };
-                let keep = !header_value(head, b"connection")
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+                let keep = !header_value(head, b"connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
                 while self.buf.len() < end + len {
                     let n = stream.read(&mut chunk).await?;
                     if n == 0 {
@@ -319,6 +316,8 @@ impl Conn {
 struct Plan {
     req: Vec<u8>,
     start: Instant,
+    /// Requests scheduled (open loop) or started (closed loop) before this are warm-up: sent, not counted.
+    measure_from: Instant,
     /// Closed loop: stop sending after this.
     deadline: Option<Instant>,
     /// Requests to send in all (closed loop with --count, and open loop).
@@ -326,8 +325,9 @@ struct Plan {
     /// Open loop: time between scheduled sends.
     interval: Option<Duration>,
     timeout: Duration,
+    timeline: bool,
     next: AtomicU64,
-    /// When the last answer arrived (ns after start).
+    /// When the last counted answer arrived (ns after `measure_from`).
     last_done_ns: AtomicU64,
 }
 
@@ -358,21 +358,27 @@ async fn worker(plan: Arc<Plan>, mut conn: Conn) -> Tally {
             }
         };
         let sent_at = Instant::now();
-        t.sent += 1;
         let result = tokio::time::timeout(plan.timeout, conn.round_trip(&plan.req)).await;
         let done = Instant::now();
-        plan.last_done_ns
-            .fetch_max((done - plan.start).as_nanos() as u64, Ordering::Relaxed);
+        if result.is_err() {
+            conn.stream = None;
+        }
+        if scheduled < plan.measure_from {
+            continue; // warm-up
+        }
+        t.sent += 1;
+        plan.last_done_ns.fetch_max((done - plan.measure_from).as_nanos() as u64, Ordering::Relaxed);
         match result {
             Ok(Ok(202)) => {
                 t.accepted += 1;
-                t.latencies
-                    .push((done - scheduled).as_micros().min(u32::MAX as u128) as u32);
+                let latency = (done - scheduled).as_micros().min(u32::MAX as u128) as u32;
+                t.latencies.push(latency);
+                if plan.timeline {
+                    t.timeline.push(((done - plan.measure_from).as_secs() as u32, latency));
+                }
                 if plan.interval.is_some() {
-                    t.send_lag
-                        .push((sent_at - scheduled).as_micros().min(u32::MAX as u128) as u32);
-                    t.service
-                        .push((done - sent_at).as_micros().min(u32::MAX as u128) as u32);
+                    t.send_lag.push((sent_at - scheduled).as_micros().min(u32::MAX as u128) as u32);
+                    t.service.push((done - sent_at).as_micros().min(u32::MAX as u128) as u32);
                 }
             }
             Ok(Ok(code)) => t.status(code),
@@ -381,10 +387,8 @@ async fn worker(plan: Arc<Plan>, mut conn: Conn) -> Tally {
                 t.first_error.get_or_insert_with(|| e.to_string());
             }
             Err(_) => {
-                conn.stream = None;
                 t.io_errors += 1;
-                t.first_error
-                    .get_or_insert_with(|| format!("no answer within {:?}", plan.timeout));
+                t.first_error.get_or_insert_with(|| format!("no answer within {:?}", plan.timeout));
             }
         }
     }
@@ -412,14 +416,9 @@ fn cpu_seconds() -> Option<f64> {
 fn main() {
     let args = parse_args();
     let rt = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
     }
     .expect("tokio runtime");
     let cpu_before = cpu_seconds();
@@ -432,36 +431,33 @@ async fn run(args: Args, cpu_before: Option<f64>) {
     let mut conns = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
         match Conn::connect(args.addr).await {
-            Ok(s) => conns.push(Conn {
-                addr: args.addr,
-                stream: Some(s),
-                buf: Vec::with_capacity(4096),
-            }),
+            Ok(s) => conns.push(Conn { addr: args.addr, stream: Some(s), buf: Vec::with_capacity(4096) }),
             Err(e) => fail(&format!("cannot connect to {}: {e}", args.addr)),
         }
     }
+    // A closed-loop --count run has no warm-up; otherwise the warm-up comes on top of the run.
+    let warmup = if args.rate.is_none() && args.count.is_some() { Duration::ZERO } else { args.warmup };
     let (interval, total) = match args.rate {
         Some(rate) => {
-            let total = args.count.unwrap_or_else(|| {
-                (rate * args.duration.expect("set").as_secs_f64()).round() as u64
-            });
-            (Some(Duration::from_secs_f64(1.0 / rate)), Some(total))
+            let measured =
+                args.count.unwrap_or_else(|| (rate * args.duration.expect("set").as_secs_f64()).round() as u64);
+            (Some(Duration::from_secs_f64(1.0 / rate)), Some(measured + (rate * warmup.as_secs_f64()).round() as u64))
         }
         None => (None, args.count),
     };
     let start = Instant::now();
-    let deadline = if args.rate.is_none() && args.count.is_none() {
-        args.duration.map(|d| start + d)
-    } else {
-        None
-    };
+    let measure_from = start + warmup;
+    let deadline =
+        if args.rate.is_none() && args.count.is_none() { args.duration.map(|d| measure_from + d) } else { None };
     let plan = Arc::new(Plan {
         req: req.clone(),
         start,
+        measure_from,
         deadline,
         total,
         interval,
         timeout: args.timeout,
+        timeline: args.timeline,
         next: AtomicU64::new(0),
         last_done_ns: AtomicU64::new(0),
     });
@@ -469,12 +465,17 @@ async fn run(args: Args, cpu_before: Option<f64>) {
     for conn in conns {
         tasks.push(tokio::spawn(worker(plan.clone(), conn)));
     }
+    let cpu_before = if warmup.is_zero() {
+        cpu_before
+    } else {
+        tokio::time::sleep_until(measure_from.into()).await;
+        cpu_seconds()
+    };
     let mut tally = Tally::default();
     for task in tasks {
         tally.merge(task.await.expect("worker panicked"));
     }
-    let elapsed = Duration::from_nanos(plan.last_done_ns.load(Ordering::Relaxed))
-        .max(Duration::from_millis(1));
+    let elapsed = Duration::from_nanos(plan.last_done_ns.load(Ordering::Relaxed)).max(Duration::from_millis(1));
     let cpu = match (cpu_before, cpu_seconds()) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -483,6 +484,22 @@ async fn run(args: Args, cpu_before: Option<f64>) {
 }
 
 fn report(args: &Args, req: &[u8], t: &mut Tally, elapsed: Duration, cpu: Option<f64>) {
+    if args.timeline {
+        t.timeline.sort_unstable();
+        eprintln!("second    202s   p50 ms   p99 ms   max ms");
+        for chunk in t.timeline.chunk_by(|a, b| a.0 == b.0) {
+            let mut l: Vec<u32> = chunk.iter().map(|&(_, v)| v).collect();
+            l.sort_unstable();
+            eprintln!(
+                "{:>6} {:>7} {:>8.2} {:>8.2} {:>8.2}",
+                chunk[0].0,
+                l.len(),
+                pct(&l, 50.0),
+                pct(&l, 99.0),
+                pct(&l, 100.0)
+            );
+        }
+    }
     t.latencies.sort_unstable();
     t.send_lag.sort_unstable();
     t.service.sort_unstable();
@@ -490,45 +507,19 @@ fn report(args: &Args, req: &[u8], t: &mut Tally, elapsed: Duration, cpu: Option
     let secs = elapsed.as_secs_f64();
     let errors = t.sent - t.accepted;
     let throughput = t.accepted as f64 / secs;
-    let mode = if args.rate.is_some() {
-        "open"
-    } else {
-        "closed"
-    };
+    let mode = if args.rate.is_some() { "open" } else { "closed" };
     let l = &t.latencies;
-    let mean = if l.is_empty() {
-        f64::NAN
-    } else {
-        l.iter().map(|&v| v as f64).sum::<f64>() / l.len() as f64 / 1000.0
-    };
-    let (p50, p90, p99, p999, max) = (
-        pct(l, 50.0),
-        pct(l, 90.0),
-        pct(l, 99.0),
-        pct(l, 99.9),
-        pct(l, 100.0),
-    );
-    let mut error_parts: Vec<String> = t
-        .by_status
-        .iter()
-        .map(|(c, n)| format!("{c}={n}"))
-        .collect();
+    let mean = if l.is_empty() { f64::NAN } else { l.iter().map(|&v| v as f64).sum::<f64>() / l.len() as f64 / 1000.0 };
+    let (p50, p90, p99, p999, max) = (pct(l, 50.0), pct(l, 90.0), pct(l, 99.0), pct(l, 99.9), pct(l, 100.0));
+    let mut error_parts: Vec<String> = t.by_status.iter().map(|(c, n)| format!("{c}={n}")).collect();
     if t.io_errors > 0 {
         error_parts.push(format!("io={}", t.io_errors));
     }
     if args.json {
         let num = |v: f64| {
-            if v.is_finite() {
-                format!("{v:.3}")
-            } else {
-                "null".into()
-            }
+            if v.is_finite() { format!("{v:.3}") } else { "null".into() }
         };
-        let statuses: Vec<String> = t
-            .by_status
-            .iter()
-            .map(|(c, n)| format!("\"{c}\":{n}"))
-            .collect();
+        let statuses: Vec<String> = t.by_status.iter().map(|(c, n)| format!("\"{c}\":{n}")).collect();
         let mut s = format!(
             "{{\"mode\":\"{mode}\",\"concurrency\":{},\"rate\":{},\"body_text_bytes\":{},\"request_bytes\":{},\"elapsed_s\":{},\"sent\":{},\"accepted\":{},\"errors\":{},\"errors_by_status\":{{{}}},\"io_errors\":{},\"throughput\":{},\"latency_ms\":{{\"mean\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
             args.concurrency,
@@ -560,10 +551,7 @@ fn report(args: &Args, req: &[u8], t: &mut Tally, elapsed: Duration, cpu: Option
                 num(pct(&t.send_lag, 100.0))
             ));
         }
-        s.push_str(&format!(
-            ",\"loadgen_cpu_s\":{}}}",
-            cpu.map(num).unwrap_or("null".into())
-        ));
+        s.push_str(&format!(",\"loadgen_cpu_s\":{}}}", cpu.map(num).unwrap_or("null".into())));
         println!("{s}");
         return;
     }
@@ -584,20 +572,13 @@ fn report(args: &Args, req: &[u8], t: &mut Tally, elapsed: Duration, cpu: Option
     if errors == 0 {
         println!("  errors      0 (any answer other than 202 counts as an error)");
     } else {
-        println!(
-            "  errors      {errors} (any answer other than 202 counts as an error): {}",
-            error_parts.join(" ")
-        );
+        println!("  errors      {errors} (any answer other than 202 counts as an error): {}", error_parts.join(" "));
         if let Some(e) = &t.first_error {
             println!("  first error {e}");
         }
     }
     println!("  throughput  {throughput:.0} accepted/s");
-    let origin = if args.rate.is_some() {
-        "from scheduled send time"
-    } else {
-        "per request"
-    };
+    let origin = if args.rate.is_some() { "from scheduled send time" } else { "per request" };
     println!(
         "  latency     mean {mean:.2}  p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  p99.9 {p999:.2}  max {max:.2} ms ({origin}, 202s only)"
     );
@@ -612,9 +593,6 @@ fn report(args: &Args, req: &[u8], t: &mut Tally, elapsed: Duration, cpu: Option
         );
     }
     if let Some(cpu) = cpu {
-        println!(
-            "  loadgen cpu {cpu:.2} s ({:.0}% of one core)",
-            cpu / secs * 100.0
-        );
+        println!("  loadgen cpu {cpu:.2} s ({:.0}% of one core)", cpu / secs * 100.0);
     }
 }
