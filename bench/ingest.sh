@@ -322,8 +322,8 @@ STALL_CFG="$(write_config ingest-only stall)"
 say "== throughput (closed loop, $DURATION) and latency (open loop, $DURATION, $OPEN_CONC connections)"
 say "   batch = spool requests per commit (inserts + delivery updates); cmt_ms = mean commit (fsync) ms;"
 say "   cmtp99 = commit-duration bucket holding p99; baton/lgen/other = CPU cores used (2 = whole machine);"
-say "   backlog = messages due or in a delivery pass when the run ended (relay: delivery not keeping up;"
-say "   ingest-only: everything, by design)"
+say "   backlog = messages due or in a delivery pass when the run ended (relay: mostly the open circuit's"
+say "   cooldown ending, which makes every waiting message due at once; ingest-only: everything, by design)"
 header
 BEST_RELAY=0
 for scenario in relay ingest-only; do
