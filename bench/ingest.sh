@@ -287,9 +287,9 @@ measure() { # SCENARIO MODE CONC RATE -- loadgen args...
     # Busy CPU on the whole machine not accounted for by Baton or loadgen (other jobs, kernel
     # threads such as ext4/jbd2 and softirq work not charged to either): the noise indicator.
     other_cores=$(awk -v a="$s0" -v b="$s1" -v w="$wall" -v bc="$baton_cores" -v lc="$lg_cores" 'BEGIN {v = (b - a) / 100 / w - bc - lc; if (v < 0) v = 0; printf "%.2f", v}')
-    local cnt batch cmt_ms cmt99 slow
-    read -r cnt batch _ _ _ < <($STAT hist baton_spool_commit_batch_size "$WORK/m0" "$WORK/m1")
-    read -r _ cmt_ms _ cmt99 slow < <($STAT hist baton_spool_commit_duration_seconds "$WORK/m0" "$WORK/m1" 0.02)
+    local cnt batch cmt_ms cmt99 slow cmt_max
+    read -r cnt batch _ _ _ _ < <($STAT hist baton_spool_commit_batch_size "$WORK/m0" "$WORK/m1")
+    read -r _ cmt_ms _ cmt99 slow cmt_max < <($STAT hist baton_spool_commit_duration_seconds "$WORK/m0" "$WORK/m1" 0.02)
     local errs
     errs=$($STAT json "$out" errors)
     if [ "$errs" != 0 ]; then
@@ -309,7 +309,7 @@ measure() { # SCENARIO MODE CONC RATE -- loadgen args...
     if [ "$mode" = open ]; then
         say "             service time (from actual send) p99 $($STAT json "$out" service_ms.p99) ms; send lag p99 $($STAT json "$out" send_lag_ms.p99) ms, max $($STAT json "$out" send_lag_ms.max) ms"
     fi
-    say "             worst second: #${worst[0]} p99 ${worst[1]} ms max ${worst[2]} ms; commits > 20 ms: $slow"
+    say "             worst second: #${worst[0]} p99 ${worst[1]} ms max ${worst[2]} ms; commits > 20 ms: $slow, slowest <= $(awk -v v="$cmt_max" 'BEGIN {printf "%g", v * 1000}') ms"
 }
 
 # ---- throughput and latency --------------------------------------------------------------------

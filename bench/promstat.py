@@ -3,7 +3,8 @@
 
   promstat.py hist NAME BEFORE AFTER [LE] -> "count mean p50 p99 over" of histogram NAME between two
                                           scrapes (percentiles are bucket upper bounds, Prometheus-
-                                          style; over = observations above bucket bound LE)
+                                          style; over = observations above bucket bound LE), then
+                                          the bucket bound holding the largest observation
   promstat.py value NAME[{labels}] FILE -> value of one sample (0 if missing)
   promstat.py json FILE KEY[.KEY...]    -> a field of a JSON object (loadgen --json output)
   promstat.py freeport                  -> a free TCP port on 127.0.0.1
@@ -53,7 +54,8 @@ def hist(name, before, after, over_le=None):
     if over_le is not None:
         below = [c for le, c in buckets if le == float(over_le)]
         over = count - below[0] if below else 0
-    print("%d %.6g %s %s %d" % (count, mean, q(0.5), q(0.99), over))
+    top = ([le for le, c in buckets if c >= count] or [math.inf])[0] if count > 0 else float("nan")
+    print("%d %.6g %s %s %d %s" % (count, mean, q(0.5), q(0.99), over, "inf" if top == math.inf else "%g" % top))
 
 
 def main():
