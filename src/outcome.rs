@@ -91,6 +91,18 @@ impl SendReport {
         }
     }
 
+    /// Ends a send split into batches when a batch failed: recipients of earlier batches that
+    /// went through are reported as delivered (and then the attempt counts as accepted); the
+    /// others stay `NotDone` and move on to the next provider.
+    pub fn after_batches(mut self, results: Vec<RecipientResult>) -> SendReport {
+        if results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. })) {
+            self.class = OutcomeClass::Accepted;
+            self.retry_after = None;
+        }
+        self.recipients = results;
+        self
+    }
+
     /// A provider-level failure: no recipient was handled.
     pub fn failed(class: OutcomeClass, recipients: usize, detail: impl Into<String>) -> Self {
         SendReport {

@@ -257,15 +257,7 @@ impl Provider for PostmarkProvider {
         let delivered = results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. }));
         let rejected = results.iter().any(|r| matches!(r, RecipientResult::Rejected { .. }));
         match failure {
-            Some(mut report) => {
-                if delivered {
-                    // Some requests went through: report them; the rest moves on.
-                    report.class = OutcomeClass::Accepted;
-                    report.retry_after = None;
-                }
-                report.recipients = results;
-                report
-            }
+            Some(report) => report.after_batches(results),
             None => SendReport {
                 class: if delivered || !rejected { OutcomeClass::Accepted } else { OutcomeClass::RecipientRejected },
                 detail,

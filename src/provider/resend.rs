@@ -187,14 +187,7 @@ impl Provider for ResendProvider {
                 }
                 Err(report) => report,
             };
-            let mut report = failure;
-            if results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. })) {
-                // Earlier requests went through: report them; the rest moves on.
-                report.class = OutcomeClass::Accepted;
-                report.retry_after = None;
-            }
-            report.recipients = results;
-            return report;
+            return failure.after_batches(results);
         }
         SendReport {
             class: OutcomeClass::Accepted,

@@ -306,15 +306,14 @@ impl Provider for SesProvider {
                     }
                 }
                 Err(f) => {
-                    // Earlier requests went through: report them; the rest moves on.
-                    let some_delivered = results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. }));
-                    return SendReport {
-                        class: if some_delivered { OutcomeClass::Accepted } else { f.class },
+                    let failure = SendReport {
+                        class: f.class,
                         detail: self.scrub(f.detail),
-                        recipients: results,
-                        retry_after: if some_delivered { None } else { f.retry_after },
+                        recipients: Vec::new(),
+                        retry_after: f.retry_after,
                         possible_duplicate: f.possible_duplicate,
                     };
+                    return failure.after_batches(results);
                 }
             }
         }
