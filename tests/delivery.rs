@@ -346,7 +346,15 @@ async fn relays_over_starttls_and_implicit_tls_with_auth() {
         let status = upstream.wait_final(&id).await;
         assert_eq!(status["status"], "delivered", "{tls}: {status:#}");
         let downstream_id = status["recipients"][0]["provider_message_id"].as_str().unwrap().to_string();
-        let eml = std::fs::read_to_string(out.path().join(format!("{downstream_id}.eml"))).unwrap();
+        // The downstream Baton answered 250 once the message was in its spool; its own
+        // delivery to the outbox follows.
+        let path = out.path().join(format!("{downstream_id}.eml"));
+        let start = std::time::Instant::now();
+        while !path.exists() {
+            assert!(start.elapsed() < DEADLINE, "{tls}: downstream never wrote {}", path.display());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let eml = std::fs::read_to_string(&path).unwrap();
         assert!(eml.contains(&format!("Subject: over {tls}")), "{eml}");
         assert!(eml.contains("ESMTPSA"), "TLS and AUTH recorded by the receiving side: {eml}");
         assert!(eml.contains(&format!("Message-ID: <{id}@baton.test>")));
