@@ -1,6 +1,7 @@
 //! The admin listener: liveness, readiness, metrics, and `/admin/*` (behind `admin_token`).
 
 use crate::app::Shared;
+use crate::health::ProbeVerdict;
 use crate::spool::record::now_ms;
 use axum::Json;
 use axum::Router;
@@ -117,8 +118,20 @@ async fn providers(State(shared): State<Arc<Shared>>) -> Response {
                 "consecutive_failures": s.consecutive_failures,
                 "recent_requests": s.window_requests,
                 "recent_success_ratio": s.success_ratio,
-                "last_probe": s.last_probe.map(|p| json!({"at": rfc3339(p.at_ms), "ok": p.ok, "detail": p.detail})),
+                "probe": s.probe_enabled,
+                "last_probe": s.last_probe.map(|p| json!({
+                    "at": rfc3339(p.at_ms),
+                    "ok": p.result == ProbeVerdict::Usable,
+                    "result": p.result.as_str(),
+                    "detail": p.detail,
+                })),
                 "next_trial_in_seconds": s.next_trial_in.map(|d| d.as_secs_f64()),
+                "blocked_sender_domains": s.sender_blocks.iter().map(|b| json!({
+                    "domain": b.domain,
+                    "since": rfc3339(b.since_ms),
+                    "retry_in_seconds": b.remaining.as_secs_f64(),
+                    "reason": b.reason,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -133,6 +146,8 @@ fn unknown_provider(name: &str) -> Response {
 async fn drain(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match shared.health.drain(&name) {
         Some(state) => {
+            // On disk before the answer: a restart right after keeps the provider drained.
+            shared.save_health(&name).await;
             tracing::warn!(provider = %name, "provider drained by operator");
             Json(json!({"name": name, "state": state.as_str()})).into_response()
         }
@@ -143,6 +158,7 @@ async fn drain(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> R
 async fn resume(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match shared.health.resume(&name) {
         Some(state) => {
+            shared.save_health(&name).await;
             tracing::info!(provider = %name, "provider resumed by operator");
             Json(json!({"name": name, "state": state.as_str()})).into_response()
         }

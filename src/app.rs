@@ -41,6 +41,14 @@ impl Shared {
         self.stop.is_cancelled()
     }
 
+    /// Writes a provider's saved health to the spool now (drain, resume, shutdown); other
+    /// changes reach the spool through [`save_health_changes`].
+    pub async fn save_health(&self, provider: &str) {
+        if let Err(e) = self.spool.save_provider_health(provider, self.health.saved(provider)).await {
+            tracing::error!(provider, error = %e, "cannot save provider health; it will not survive a restart");
+        }
+    }
+
     /// Remembers a finished message so the sweeper removes it after `spool.keep_completed`.
     pub fn retain_completed(&self, record: &MessageRecord) {
         let idem = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
@@ -129,8 +137,11 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let grace = config.server.shutdown_grace.0;
     let keep_completed = config.spool.keep_completed.0;
 
-    let health = Health::new(metrics.clone());
+    let (health, health_changes) = Health::persistent(metrics.clone());
     health.sync(config);
+    for (provider, saved) in &recovered.provider_health {
+        health.restore(provider, saved);
+    }
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         runtime: ArcSwap::from_pointee(runtime),
@@ -165,6 +176,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
     let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
     let prober = tokio::spawn(health::probe::run(shared.clone(), stop.clone()));
+    let health_saver = tokio::spawn(save_health_changes(shared.clone(), health_changes));
     let watcher = if config.server.watch_config {
         match crate::reload::watch(shared.clone(), stop.clone()) {
             Ok(task) => Some(task),
@@ -201,6 +213,11 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let _ = dispatcher.await;
         sweeper.abort();
         prober.abort();
+        health_saver.abort();
+        // The last word on every provider's health, so a restart starts from it.
+        for provider in done_shared.health.names() {
+            done_shared.save_health(&provider).await;
+        }
         if let Some(w) = watcher {
             w.abort();
         }
@@ -211,6 +228,20 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         tracing::info!("shutdown complete");
     });
     Ok(Running { http_addr, admin_addr, smtp_addr, smtps_addr, shared, stop, done })
+}
+
+/// Writes each provider's saved health to the spool when it changes (health sends the name).
+/// Bursts of changes to one provider are written once: the state written is the latest.
+async fn save_health_changes(shared: Arc<Shared>, mut changes: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = changes.recv().await {
+        let mut names = std::collections::BTreeSet::from([first]);
+        while let Ok(more) = changes.try_recv() {
+            names.insert(more);
+        }
+        for provider in names {
+            shared.save_health(&provider).await;
+        }
+    }
 }
 
 /// Removes finished messages from the spool once `keep_completed` has passed.

@@ -7,12 +7,13 @@
 //! so panels are not empty and `increase()` sees the first event.
 
 use crate::config::Config;
-use crate::health::ProviderState;
+use crate::health::{ProbeVerdict, ProviderState};
 use crate::outcome::OutcomeClass;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 pub struct Metrics {
@@ -47,6 +48,12 @@ pub struct Metrics {
     pub route_available_providers: IntGaugeVec,
     /// The hash currently exported by `config_info` (so a change removes the old series).
     config_hash: Mutex<Option<String>>,
+    /// `baton_provider_sender_blocked{provider, domain}`: sender domains the provider refused as
+    /// unverified and that now go to the next provider. `domain` is one of the domains named in
+    /// the clients' `allowed_senders`, or `other` (then the value counts the domains folded in).
+    pub provider_sender_blocked: IntGaugeVec,
+    /// Domains that get their own `domain` label (from `allowed_senders`).
+    sender_domains: Mutex<BTreeSet<String>>,
     /// Routes currently exported by `route_available_providers`.
     routes_exported: Mutex<Vec<String>>,
 }
@@ -66,11 +73,35 @@ pub const REJECTION_REASONS: [&str; 9] = [
 
 /// Reasons a delivery moves on to the route's next provider (`baton_failovers_total{reason}`):
 /// the outcome class of the failed attempt, or the state of a provider that was skipped.
-pub const FAILOVER_REASONS: [&str; 7] =
-    ["transient", "rate_limited", "account", "bad_request", "open", "suspended", "drained"];
+pub const FAILOVER_REASONS: [&str; 9] = [
+    "transient",
+    "rate_limited",
+    "account",
+    "sender_unverified",
+    "bad_request",
+    "open",
+    "suspended",
+    "drained",
+    "sender_blocked",
+];
+
+/// The `domain` label of `baton_provider_sender_blocked` for domains no client names.
+pub const OTHER_DOMAIN: &str = "other";
 
 /// `baton_config_reloads_total{result}`.
 pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
+
+/// Domains named literally in the clients' `allowed_senders` (`*@example.com` → example.com);
+/// patterns with a wildcard in the domain are left out (their domains fold into `other`).
+fn sender_domains(config: &Config) -> BTreeSet<String> {
+    config
+        .clients
+        .iter()
+        .flat_map(|c| &c.allowed_senders)
+        .filter_map(|pattern| pattern.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+        .filter(|d| !d.is_empty() && !d.contains(['*', '?']))
+        .collect()
+}
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
@@ -170,6 +201,13 @@ impl Metrics {
             config_hash: Mutex::new(None),
             routes_exported: Mutex::new(Vec::new()),
             spool_max_bytes: gauge(&registry, "baton_spool_max_bytes", "spool.max_bytes: the spool's capacity"),
+            provider_sender_blocked: gauge_vec(
+                &registry,
+                "baton_provider_sender_blocked",
+                "Sender domains the provider refused as unverified (their mail goes to the next provider)",
+                &["provider", "domain"],
+            ),
+            sender_domains: Mutex::new(BTreeSet::new()),
             route_available_providers: gauge_vec(
                 &registry,
                 "baton_route_available_providers",
@@ -267,7 +305,7 @@ impl Metrics {
             for status in ["delivered", "rejected", "failed"] {
                 self.recipients.with_label_values(&[provider, status]);
             }
-            for result in ["ok", "failed"] {
+            for result in ProbeVerdict::LABELS {
                 self.health_probes.with_label_values(&[provider, result]);
             }
         }
@@ -290,6 +328,13 @@ impl Metrics {
         let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
         let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         self.init_series(&clients, &providers, &routes);
+        let domains = sender_domains(config);
+        for provider in &providers {
+            for domain in domains.iter().map(String::as_str).chain([OTHER_DOMAIN]) {
+                self.provider_sender_blocked.with_label_values(&[provider, domain]);
+            }
+        }
+        *self.sender_domains.lock().unwrap_or_else(|e| e.into_inner()) = domains;
         for route in &config.routes {
             let list: Vec<&str> = route.providers.iter().map(String::as_str).collect();
             let mut pairs: Vec<(&str, &str)> = list.windows(2).map(|w| (w[0], w[1])).collect();
@@ -307,6 +352,20 @@ impl Metrics {
             for provider in &list {
                 self.delivery_latency.with_label_values(&[route.name.as_str(), provider]);
             }
+        }
+    }
+
+    /// Sets `baton_provider_sender_blocked` for `provider` to exactly these blocked domains.
+    pub fn set_sender_blocked(&self, provider: &str, blocked: &[String]) {
+        let known = self.sender_domains.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts: BTreeMap<&str, i64> = known.iter().map(|d| (d.as_str(), 0)).collect();
+        counts.insert(OTHER_DOMAIN, 0);
+        for domain in blocked {
+            let label = known.get(domain.as_str()).map_or(OTHER_DOMAIN, String::as_str);
+            *counts.entry(label).or_default() += 1;
+        }
+        for (domain, n) in counts {
+            self.provider_sender_blocked.with_label_values(&[provider, domain]).set(n);
         }
     }
 
@@ -443,7 +502,9 @@ mod tests {
             .copied()
             .chain(OutcomeClass::ALL.iter().map(|c| c.as_str()))
             .chain(ProviderState::ALL.iter().map(|s| s.as_str()))
-            .chain(["http", "smtp", "app", "a", "b", "c", "r", "ready", "scheduled", "in_flight"])
+            .chain(["http", "smtp", "app", "a", "b", "c", "r", "ready", "scheduled", "in_flight", "example.com"])
+            .chain(ProbeVerdict::LABELS)
+            .chain([OTHER_DOMAIN])
             .chain(["delivered", "rejected", "failed", "partially_delivered", "ok", env!("CARGO_PKG_VERSION")])
             .collect();
         for line in m.render().lines().filter(|l| l.starts_with("baton_") && l.contains('{')) {

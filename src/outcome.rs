@@ -15,19 +15,23 @@ pub enum OutcomeClass {
     Transient,
     /// 429 / throttling: back off this provider, use the next one meanwhile.
     RateLimited,
-    /// Auth failure, suspended/paused account, credits or quota gone, unverified sender.
+    /// Auth failure, suspended/paused account, credits or quota gone: the provider is out for everyone.
     Account,
+    /// This sender's address or domain is not a verified identity at this provider. Fails over
+    /// like a provider failure, but only for that sender domain: other domains keep the provider.
+    SenderUnverified,
     /// The message itself is invalid for this provider; fails only if every provider says so.
     BadRequest,
 }
 
 impl OutcomeClass {
-    pub const ALL: [OutcomeClass; 6] = [
+    pub const ALL: [OutcomeClass; 7] = [
         OutcomeClass::Accepted,
         OutcomeClass::RecipientRejected,
         OutcomeClass::Transient,
         OutcomeClass::RateLimited,
         OutcomeClass::Account,
+        OutcomeClass::SenderUnverified,
         OutcomeClass::BadRequest,
     ];
 
@@ -38,6 +42,7 @@ impl OutcomeClass {
             OutcomeClass::Transient => "transient",
             OutcomeClass::RateLimited => "rate_limited",
             OutcomeClass::Account => "account",
+            OutcomeClass::SenderUnverified => "sender_unverified",
             OutcomeClass::BadRequest => "bad_request",
         }
     }
@@ -46,7 +51,11 @@ impl OutcomeClass {
     pub fn is_provider_failure(self) -> bool {
         matches!(
             self,
-            OutcomeClass::Transient | OutcomeClass::RateLimited | OutcomeClass::Account | OutcomeClass::BadRequest
+            OutcomeClass::Transient
+                | OutcomeClass::RateLimited
+                | OutcomeClass::Account
+                | OutcomeClass::SenderUnverified
+                | OutcomeClass::BadRequest
         )
     }
 }
@@ -91,16 +100,30 @@ impl SendReport {
         }
     }
 
-    /// Ends a send split into batches when a batch failed: recipients of earlier batches that
-    /// went through are reported as delivered (and then the attempt counts as accepted); the
-    /// others stay `NotDone` and move on to the next provider.
-    pub fn after_batches(mut self, results: Vec<RecipientResult>) -> SendReport {
-        if results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. })) {
-            self.class = OutcomeClass::Accepted;
-            self.retry_after = None;
-        }
-        self.recipients = results;
-        self
+    /// Joins the reports of a send split into batches (sent in order, stopped at the first
+    /// provider-level failure; `total` recipients in all). The class is that failure's, so
+    /// health sees it even when earlier batches went through; their recipients keep their
+    /// results and the ones never sent are `NotDone`.
+    pub fn from_batches(reports: Vec<SendReport>, total: usize) -> SendReport {
+        let count = reports.len();
+        let failure = reports.iter().find(|r| r.class.is_provider_failure());
+        let class = match failure {
+            Some(f) => f.class,
+            None if reports.iter().any(|r| r.class == OutcomeClass::Accepted) => OutcomeClass::Accepted,
+            None => OutcomeClass::RecipientRejected,
+        };
+        let retry_after = failure.and_then(|f| f.retry_after);
+        let possible_duplicate = reports.iter().any(|r| r.possible_duplicate);
+        let detail = if count == 1 {
+            reports[0].detail.clone()
+        } else {
+            let parts: Vec<String> =
+                reports.iter().enumerate().map(|(i, r)| format!("batch {}: {}", i + 1, r.detail)).collect();
+            truncate_detail(&parts.join("; "))
+        };
+        let mut recipients: Vec<RecipientResult> = reports.into_iter().flat_map(|r| r.recipients).collect();
+        recipients.resize(total, RecipientResult::NotDone);
+        SendReport { class, detail, recipients, retry_after, possible_duplicate }
     }
 
     /// A provider-level failure: no recipient was handled.

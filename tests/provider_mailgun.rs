@@ -1,7 +1,8 @@
 //! The Mailgun adapter against a local server that answers like Mailgun's API: the
 //! `messages.mime` multipart request (a `to` field per recipient, the MIME byte-exact as the file
 //! field `message`, Basic `api:<key>`), the classification of every documented answer with
-//! failover to the backup, the message id, the domain probe, and that the key never leaks.
+//! failover to the backup, the message id, the domain probe (usable, failed, inconclusive), the
+//! test-mode trial, and that the key never leaks.
 
 mod provider_common;
 mod support;
@@ -164,8 +165,8 @@ async fn every_documented_answer_is_classified() {
         .detail("not allowed to send"),
         Case::new(
             "400 sandbox not allowed to send",
-            Reply::json(400, json!({"message": "Domain sandbox123.mailgun.org is not allowed to send: Free accounts are for test purposes only."})),
-            "account",
+            Reply::json(400, json!({"message": "Domain sandbox123.mailgun.org is not allowed to send: Free accounts are for test purposes only. Please upgrade or add the address to authorized recipients in Account Settings."})),
+            "sender_unverified",
             End::Backup,
         )
         .detail("not allowed to send"),
@@ -237,11 +238,54 @@ async fn probe_checks_the_domain_state() {
 }
 
 #[tokio::test]
-async fn probe_failures_wrong_region_and_disabled_domain() {
-    for (reply, expect) in [(Reply::text(401, "Forbidden"), "region"), (domain_state("active", true), "disabled")] {
+async fn probe_failures_disabled_and_unknown_domain() {
+    let unknown = Reply::json(404, json!({"message": "Domain not found"}));
+    for (reply, expect) in [(domain_state("active", true), "disabled"), (unknown, "domain unknown")] {
         let (mock, _backup, baton) = setup("probe_interval = \"200ms\"").await;
         mock.reply(DOMAIN_INFO, reply);
         let p = baton.wait_provider(API, "suspended", |p| p["state"] == "suspended").await;
         assert!(p["last_probe"]["detail"].as_str().unwrap().contains(expect), "{p:#}");
     }
+}
+
+/// A domain sending key cannot read the domain (and a wrong key or region answers the same 401):
+/// the probe cannot judge, the provider stays, and the sends tell.
+#[tokio::test]
+async fn a_probe_a_domain_sending_key_may_not_make_is_inconclusive() {
+    for reply in [Reply::text(401, "Forbidden"), Reply::json(403, json!({"message": "forbidden"}))] {
+        let (mock, backup, baton) = setup("probe_interval = \"200ms\"").await;
+        mock.reply(DOMAIN_INFO, reply);
+        mock.reply(SEND, queued("<after@mg.example.com>"));
+        baton.assert_inconclusive_probe_keeps(API, "account API key").await;
+        assert_eq!(backup.message_count(), 0);
+    }
+}
+
+#[tokio::test]
+async fn the_trial_is_the_request_for_the_first_recipient_in_test_mode() {
+    let mock = MockHttp::start().await;
+    mock.reply(SEND, queued("<trial@mg.example.com>"));
+    let provider = build(&format!("type = \"mailgun\"\nbase_url = \"{}\"\n{}", mock.url(), table()));
+    let report = trial(provider.as_ref()).await;
+    assert_eq!(report.class.as_str(), "accepted", "{}", report.detail);
+    assert!(report.detail.contains("test mode"), "{}", report.detail);
+    assert!(report.recipients.iter().all(|r| *r == baton::outcome::RecipientResult::NotDone));
+    let reqs = mock.requests_to(SEND);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("authorization"), Some(basic().as_str()));
+    let fields = form_fields(&reqs[0]);
+    let text = |name: &str| -> Vec<String> {
+        fields.iter().filter(|f| f.name == name).map(|f| String::from_utf8(f.data.clone()).unwrap()).collect()
+    };
+    assert_eq!(text("o:testmode"), vec!["yes"]);
+    assert_eq!(text("to"), vec!["alice@example.net"], "the first recipient only");
+    let msg = fields.iter().find(|f| f.name == "message").expect("the MIME goes as for a send");
+    assert_eq!(msg.data, TRIAL_RAW);
+
+    // A send (not a trial) never carries o:testmode.
+    let (mock, _backup, baton) = setup("").await;
+    mock.reply(SEND, queued("<real@mg.example.com>"));
+    let id = baton.send(message(&["alice@example.net"], "real")).await;
+    baton.wait_final(&id).await;
+    assert!(form_fields(&mock.requests_to(SEND)[0]).iter().all(|f| f.name != "o:testmode"));
 }

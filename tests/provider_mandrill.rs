@@ -127,9 +127,11 @@ async fn every_documented_answer_is_classified() {
             End::Rejected(reason),
         ));
     }
-    for reason in ["invalid-sender", "unsigned", "test-mode-limit"] {
+    for (reason, outcome) in
+        [("invalid-sender", "account"), ("unsigned", "sender_unverified"), ("test-mode-limit", "account")]
+    {
         cases.push(
-            Case::new(reason, results("rejected", json!({"reject_reason": reason})), "account", End::Backup)
+            Case::new(reason, results("rejected", json!({"reject_reason": reason})), outcome, End::Backup)
                 .detail(reason),
         );
     }

@@ -1,5 +1,6 @@
 //! The Postmark adapter against a local mock of Postmark's API: what Baton sends, how every
-//! documented answer is classified (failover or not), message ids, Retry-After, probes, secrets.
+//! documented answer is classified (failover or not), message ids, Retry-After, probes (failed
+//! and inconclusive), secrets.
 
 mod support;
 
@@ -129,12 +130,12 @@ async fn classifies_every_documented_answer() {
             error(
                 422,
                 300,
-                "The 'From' address you supplied (app@example.com) is not a verified Sender Signature on your account.",
+                "The 'From' address you supplied (app@example.com) is not a Sender Signature on your account. Add and confirm this address in order to send.",
             ),
-            "account",
+            "sender_unverified",
         ),
-        ("signature missing", error(422, 400, "Sender signature not found"), "account"),
-        ("signature unconfirmed", error(422, 401, "Sender signature not confirmed"), "account"),
+        ("signature missing", error(422, 400, "Sender signature not found"), "sender_unverified"),
+        ("signature unconfirmed", error(422, 401, "Sender signature not confirmed"), "sender_unverified"),
         ("no credits", error(422, 405, "Not allowed to send: you have run out of credits."), "account"),
         ("account pending", error(422, 412, "Your account is pending approval."), "account"),
         ("may not send", error(422, 413, "This account may not send."), "account"),
@@ -301,4 +302,18 @@ async fn the_token_never_appears_in_details() {
     baton.wait_provider("postmark", "a failed probe", |p| p["last_probe"]["ok"] == false).await;
     let all = baton.providers().await;
     assert!(!all.to_string().contains(TOKEN), "token in /admin/providers: {all:#}");
+}
+
+/// A 403/404 from `/server` (a token that cannot read it, a proxy) says nothing about sending:
+/// the provider stays in rotation.
+#[tokio::test]
+async fn a_probe_answer_that_cannot_judge_keeps_the_provider() {
+    for reply in [html(403, "<html><head><title>403 Forbidden</title></head></html>"), Reply::text(404, "Not Found")] {
+        let mock = healthy_mock().await;
+        mock.reply("/server", reply);
+        let backup = MockSmtp::start().await;
+        let baton = Baton::start(&config(&mock, &backup, "", "probe_interval = \"200ms\"")).await;
+        baton.assert_inconclusive_probe_keeps("postmark", "probe = false").await;
+        assert_eq!(backup.message_count(), 0);
+    }
 }

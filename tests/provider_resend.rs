@@ -129,7 +129,16 @@ async fn classifies_every_documented_answer() {
             ),
             "account",
         ),
-        ("bad from", error(422, "invalid_from_address", "Invalid `from` field."), "account"),
+        ("bad from", error(422, "invalid_from_address", "Invalid `from` field."), "sender_unverified"),
+        (
+            "domain not verified",
+            error(
+                403,
+                "validation_error",
+                "The example.com domain is not verified. Please, add and verify your domain on https://resend.com/domains",
+            ),
+            "sender_unverified",
+        ),
         ("bad field", error(422, "validation_error", "Invalid `to` field."), "bad_request"),
         ("bad field 400", error(400, "validation_error", "The `subject` field is required."), "bad_request"),
         ("missing field", error(422, "missing_required_field", "Missing `to` field."), "bad_request"),
@@ -280,15 +289,17 @@ async fn failing_probe_is_visible_in_admin_providers() {
     assert!(mock.requests_to("/emails").is_empty());
 }
 
+/// A sending-only key cannot list domains: its probe cannot judge and the provider stays; a key
+/// that can list them and finds no verified domain suspends the provider.
 #[tokio::test]
-async fn probe_passes_with_a_sending_only_key_and_fails_without_a_verified_domain() {
+async fn a_sending_only_keys_probe_is_inconclusive_and_no_verified_domain_suspends() {
     let mock = MockHttp::start().await;
     mock.reply("/domains", error(401, "restricted_api_key", "This API key is restricted to only send emails."));
+    mock.reply("/emails", ok_reply());
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&standard(&mock, &backup, "", "probe_interval = \"200ms\"")).await;
-    let p = baton.wait_provider("resend", "a passing probe", |p| p["last_probe"]["ok"] == true).await;
-    assert_eq!(p["state"], "healthy", "{p:#}");
-    assert!(p["last_probe"]["detail"].as_str().unwrap().contains("sending-only"), "{p:#}");
+    let p = baton.assert_inconclusive_probe_keeps("resend", "full-access key").await;
+    assert!(p["last_probe"]["detail"].as_str().unwrap().contains("restricted_api_key"), "{p:#}");
 
     mock.reply(
         "/domains",

@@ -1,8 +1,8 @@
 //! The SendGrid adapter against a local server that answers like SendGrid v3: the JSON body
 //! Baton builds from the MIME (personalizations from the envelope, content, attachments and
 //! inline parts, headers), Bearer auth, the 1000-recipient split, the classification of every
-//! documented answer with failover to the backup, X-Message-Id, the scopes probe, and that the
-//! key never leaks.
+//! documented answer with failover to the backup, X-Message-Id, the scopes probe (usable,
+//! failed, inconclusive), the sandbox-mode trial, and that the key never leaks.
 
 mod provider_common;
 mod support;
@@ -232,8 +232,8 @@ async fn every_documented_answer_is_classified() {
         .detail("authentication failed"),
         Case::new(
             "403 sender",
-            sendgrid_error(403, "The from address does not match a verified Sender Identity."),
-            "account",
+            sendgrid_error(403, "The from address does not match a verified Sender Identity. Mail cannot be sent until this error is resolved. Visit https://sendgrid.com/docs/for-developers/sending-email/sender-identity/ to see the Sender Identity requirements"),
+            "sender_unverified",
             End::Backup,
         )
         .detail("verified Sender Identity"),
@@ -305,4 +305,37 @@ async fn probe_with_a_revoked_key_is_an_account_failure() {
     mock.reply(SCOPES, sendgrid_error(401, "authorization required"));
     let p = baton.wait_provider(API, "suspended", |p| p["state"] == "suspended").await;
     assert!(p["last_probe"]["detail"].as_str().unwrap().contains("authentication failed"), "{p:#}");
+}
+
+#[tokio::test]
+async fn a_probe_the_key_may_not_make_is_inconclusive_and_keeps_the_provider() {
+    let (mock, backup, baton) = setup("probe_interval = \"200ms\"").await;
+    mock.reply(SCOPES, sendgrid_error(403, "access forbidden"));
+    mock.reply(SEND, accepted("sg-after-403"));
+    let p = baton.assert_inconclusive_probe_keeps(API, "permission denied").await;
+    assert!(p["last_probe"]["detail"].as_str().unwrap().contains("probe = false"), "{p:#}");
+    assert_eq!(backup.message_count(), 0);
+}
+
+#[tokio::test]
+async fn the_trial_is_the_request_for_the_first_recipient_in_sandbox_mode() {
+    let mock = MockHttp::start().await;
+    mock.reply(SEND, Reply::text(200, ""));
+    let provider = build(&format!("type = \"sendgrid\"\nbase_url = \"{}\"\n{}", mock.url(), table()));
+    let report = trial(provider.as_ref()).await;
+    assert_eq!(report.class.as_str(), "accepted", "{}", report.detail);
+    assert!(report.detail.contains("sandbox mode"), "{}", report.detail);
+    let reqs = mock.requests_to(SEND);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("authorization"), Some(format!("Bearer {SECRET}").as_str()));
+    let body = reqs[0].json();
+    assert_eq!(body["mail_settings"], json!({"sandbox_mode": {"enable": true}}));
+    let p = &body["personalizations"][0];
+    let all: Vec<String> = ["to", "cc", "bcc"].iter().flat_map(|f| emails(p, f)).collect();
+    assert_eq!(all, vec!["alice@example.net"], "the first recipient only");
+    assert_eq!(body["subject"], "trial");
+
+    // SendGrid refusing the sender in sandbox mode fails the trial as it would fail a send.
+    mock.reply(SEND, sendgrid_error(403, "The from address does not match a verified Sender Identity."));
+    assert_eq!(trial(provider.as_ref()).await.class.as_str(), "sender_unverified");
 }

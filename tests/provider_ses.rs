@@ -1,6 +1,7 @@
 //! The SES v2 adapter (official SDK) against a local mock answering like SES v2's REST-JSON
 //! protocol: the raw message goes out byte-exact and signed, every documented error type is
-//! classified, SDK retries are off, the account probe drives health, secrets stay out.
+//! classified, SDK retries are off, the account probe drives health (and a key that may not read
+//! the account leaves it alone), secrets stay out.
 //! Every config here has static keys and an `endpoint`: the SDK never looks for credentials or
 //! reaches a real AWS endpoint.
 
@@ -142,15 +143,24 @@ async fn classifies_every_documented_error_type() {
         ("suspended, body type", body_error(400, "AccountSuspendedException", "Account suspended."), "account"),
         ("paused", error(400, "SendingPausedException", "Sending is paused for this account."), "account"),
         ("paused, body type", body_error(400, "SendingPausedException", "Sending paused."), "account"),
-        ("mail-from", error(400, "MailFromDomainNotVerifiedException", "MAIL FROM domain not verified."), "account"),
         (
-            "sandbox",
+            "mail-from",
+            error(400, "MailFromDomainNotVerifiedException", "MAIL FROM domain not verified."),
+            "sender_unverified",
+        ),
+        (
+            "unverified sender",
             error(
                 400,
                 "MessageRejected",
-                "Email address is not verified. The following identities failed the check in region EU-WEST-1: alice@example.net",
+                "Email address is not verified. The following identities failed the check in region EU-WEST-1: app@example.com",
             ),
-            "account",
+            "sender_unverified",
+        ),
+        (
+            "no authority",
+            body_error(400, "MessageRejected", "Did not have authority to send from email app@example.com"),
+            "sender_unverified",
         ),
         ("rejected", error(400, "MessageRejected", "Illegal header: X-Bad"), "bad_request"),
         ("rate", error(429, "TooManyRequestsException", "Maximum sending rate exceeded."), "rate_limited"),
@@ -280,6 +290,31 @@ async fn account_probe_drives_health() {
     for probe in mock.requests_to(ACCOUNT_PATH) {
         assert_eq!(probe.method, "GET");
         assert_signed(&probe);
+    }
+}
+
+/// AWS's sending-only policy grants `ses:SendEmail` but not `ses:GetAccount`: the probe cannot
+/// judge, says what to grant, and SES stays in rotation. So does an endpoint without the
+/// operation, or an answer the SDK cannot read.
+#[tokio::test]
+async fn a_key_that_may_not_read_the_account_keeps_ses() {
+    let denied = error(
+        403,
+        "AccessDeniedException",
+        "User: arn:aws:iam::123456789012:user/sender is not authorized to perform: ses:GetAccount",
+    );
+    let cases = [
+        (denied, "grant ses:GetAccount"),
+        (Reply::text(404, "Not Found"), "GetAccount"),
+        (html(200, "<html>captive portal</html>"), "cannot read"),
+    ];
+    for (reply, expect) in cases {
+        let mock = healthy_mock().await;
+        mock.reply(ACCOUNT_PATH, reply);
+        let backup = MockSmtp::start().await;
+        let baton = Baton::start(&config(&mock, &backup, "", "probe_interval = \"200ms\"")).await;
+        let p = baton.assert_inconclusive_probe_keeps("ses", "probe = false").await;
+        assert!(p["last_probe"]["detail"].as_str().unwrap().contains(expect), "{p:#}");
     }
 }
 

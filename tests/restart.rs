@@ -172,3 +172,33 @@ async fn sigterm_stops_cleanly_and_keeps_the_queue() {
     assert_eq!(counts.len(), 10);
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
 }
+
+#[tokio::test]
+async fn a_drain_is_on_disk_before_the_admin_api_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, backup) = (MockSmtp::start().await, MockSmtp::start().await);
+    let body = format!(
+        "{}{}\n[[routes]]\nname = \"default\"\nproviders = [\"relay\", \"backup\"]\n",
+        smtp_provider("relay", &relay, ""),
+        smtp_provider("backup", &backup, "")
+    );
+    let config = dir.path().join("baton.toml");
+    std::fs::write(&config, config_text(dir.path(), "", &body)).unwrap();
+    let http = reqwest::Client::new();
+    let mut first = BatonProcess::spawn(&config);
+    let drained = http.post(format!("{}/admin/providers/relay/drain", first.admin)).send().await.unwrap();
+    assert_eq!(drained.status().as_u16(), 200);
+    // No shutdown to save anything: the drain must already be in the spool.
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(20));
+
+    let second = BatonProcess::spawn(&config);
+    let providers: serde_json::Value =
+        http.get(format!("{}/admin/providers", second.admin)).send().await.unwrap().json().await.unwrap();
+    let relay_state = providers["providers"].as_array().unwrap().iter().find(|p| p["name"] == "relay").unwrap();
+    assert_eq!(relay_state["state"], "drained", "{providers:#}");
+    let id = post(&http, &second.http, "while drained").await.expect("accepted");
+    wait_delivered(&http, &second.http, std::slice::from_ref(&id)).await;
+    assert_eq!(backup.message_count(), 1);
+    assert_eq!(relay.commands_seen("MAIL"), 0, "the drained relay got {id}");
+}

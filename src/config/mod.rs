@@ -266,6 +266,12 @@ pub struct HealthOverride {
     pub max_open_for: Option<Dur>,
     /// How long an `account` outcome (suspended, auth, credits…) keeps a provider out.
     pub account_cooldown: Option<Dur>,
+    /// Longest a real message waits on a half-open trial before it fails over (the trial may
+    /// still have been taken: recorded as a possible duplicate).
+    pub trial_timeout: Option<Dur>,
+    /// How long a sender domain the provider refused as unverified goes to the next provider
+    /// before it is tried there again.
+    pub sender_cooldown: Option<Dur>,
 }
 
 pub type HealthConfig = HealthOverride;
@@ -281,6 +287,8 @@ pub struct HealthSettings {
     pub open_for: std::time::Duration,
     pub max_open_for: std::time::Duration,
     pub account_cooldown: std::time::Duration,
+    pub trial_timeout: std::time::Duration,
+    pub sender_cooldown: std::time::Duration,
 }
 
 impl HealthSettings {
@@ -297,6 +305,8 @@ impl HealthSettings {
             open_for: pick(provider.open_for, defaults.open_for, secs(15)),
             max_open_for: pick(provider.max_open_for, defaults.max_open_for, secs(300)),
             account_cooldown: pick(provider.account_cooldown, defaults.account_cooldown, secs(600)),
+            trial_timeout: pick(provider.trial_timeout, defaults.trial_timeout, secs(5)),
+            sender_cooldown: pick(provider.sender_cooldown, defaults.sender_cooldown, secs(600)),
         }
     }
 }
@@ -329,6 +339,9 @@ macro_rules! http_provider_config {
             /// Requests in flight at once.
             #[serde(default = "default_max_connections")]
             pub max_connections: usize,
+            /// Run this provider's active probe (`false`: a trial send ends a suspension).
+            #[serde(default = "default_true")]
+            pub probe: bool,
             #[serde(default)]
             pub health: HealthOverride,
         }
@@ -411,26 +424,46 @@ fn default_resend_url() -> String {
 }
 
 impl ProviderConfig {
-    /// Same connection settings (everything but `health`): the provider's connections and
-    /// health state can be kept across a reload.
+    /// Same connection settings (everything but `health` and `probe`): the provider's
+    /// connections and health state can be kept across a reload.
     pub fn same_connection(&self, other: &ProviderConfig) -> bool {
-        let mut a = self.clone();
-        let mut b = other.clone();
-        *a.health_mut() = HealthOverride::default();
-        *b.health_mut() = HealthOverride::default();
-        a == b
+        self.connection_only() == other.connection_only()
     }
 
-    fn health_mut(&mut self) -> &mut HealthOverride {
+    /// A short hash of the connection settings (secrets included, so a rotated key counts as
+    /// a change; only the hash is ever stored): saved health applies only to the same settings.
+    pub fn fingerprint(&self) -> String {
+        text_hash(&format!("{:?}", self.connection_only()))
+    }
+
+    fn connection_only(&self) -> ProviderConfig {
+        let mut c = self.clone();
+        let (health, probe) = match &mut c {
+            ProviderConfig::Smtp(c) => (&mut c.health, &mut c.probe),
+            ProviderConfig::File(c) => (&mut c.health, &mut c.probe),
+            ProviderConfig::Mandrill(c) => (&mut c.health, &mut c.probe),
+            ProviderConfig::Ses(c) => (&mut c.health, &mut c.probe),
+            ProviderConfig::Sendgrid(c) => (&mut c.health, &mut c.probe),
+            ProviderConfig::Mailgun(c) => (&mut c.health, &mut c.probe),
+            ProviderConfig::Postmark(c) => (&mut c.health, &mut c.probe),
+            ProviderConfig::Resend(c) => (&mut c.health, &mut c.probe),
+        };
+        *health = HealthOverride::default();
+        *probe = true;
+        c
+    }
+
+    /// `probe = true|false`: whether the provider's active probe runs.
+    pub fn probe_enabled(&self) -> bool {
         match self {
-            ProviderConfig::Smtp(c) => &mut c.health,
-            ProviderConfig::File(c) => &mut c.health,
-            ProviderConfig::Mandrill(c) => &mut c.health,
-            ProviderConfig::Ses(c) => &mut c.health,
-            ProviderConfig::Sendgrid(c) => &mut c.health,
-            ProviderConfig::Mailgun(c) => &mut c.health,
-            ProviderConfig::Postmark(c) => &mut c.health,
-            ProviderConfig::Resend(c) => &mut c.health,
+            ProviderConfig::Smtp(c) => c.probe,
+            ProviderConfig::File(c) => c.probe,
+            ProviderConfig::Mandrill(c) => c.probe,
+            ProviderConfig::Ses(c) => c.probe,
+            ProviderConfig::Sendgrid(c) => c.probe,
+            ProviderConfig::Mailgun(c) => c.probe,
+            ProviderConfig::Postmark(c) => c.probe,
+            ProviderConfig::Resend(c) => c.probe,
         }
     }
 
@@ -489,6 +522,9 @@ pub struct SmtpProviderConfig {
     /// Extra PEM root certificate to trust (private relays, tests).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Run the active probe (connect, EHLO, STARTTLS, AUTH).
+    #[serde(default = "default_true")]
+    pub probe: bool,
     #[serde(default)]
     pub health: HealthOverride,
 }
@@ -510,6 +546,8 @@ fn default_max_connections() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct FileProviderConfig {
     pub dir: PathBuf,
+    #[serde(default = "default_true")]
+    pub probe: bool,
     #[serde(default)]
     pub health: HealthOverride,
 }

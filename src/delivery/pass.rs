@@ -2,9 +2,9 @@
 //! still pending, moving on at once when a provider fails; then persist and decide what next.
 
 use crate::app::Shared;
-use crate::health::Admission;
-use crate::outcome::{OutcomeClass, RecipientResult};
-use crate::provider::Outbound;
+use crate::health::{Admission, Trial, sender_domain};
+use crate::outcome::{OutcomeClass, RecipientResult, SendReport};
+use crate::provider::{Outbound, Provider};
 use crate::runtime::{Route, Runtime};
 use crate::spool::record::{Attempt, MessageRecord, MessageStatus, RecipientStatus, now_ms};
 use std::time::{Duration, Instant};
@@ -22,10 +22,10 @@ const MIN_WAIT: Duration = Duration::from_millis(50);
 
 /// If every provider of the route is out of rotation: how long until the first may be usable
 /// again (`Some(None)`: only an operator can bring one back). `None` if one is usable now.
-fn route_unavailable_for(shared: &Shared, route: &Route) -> Option<Option<Duration>> {
+fn route_unavailable_for(shared: &Shared, route: &Route, sender_domain: &str) -> Option<Option<Duration>> {
     let mut soonest: Option<Duration> = None;
     for name in &route.providers {
-        match shared.health.available_in(name) {
+        match shared.health.available_in(name, sender_domain) {
             Some(d) if d.is_zero() => return None,
             Some(d) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
             None => {}
@@ -84,8 +84,9 @@ pub async fn deliver(shared: &Shared, id: &str) {
 
     // Every provider is out of rotation: come back when the first may be usable, without
     // reading the body, touching the disk or using up a retry slot.
+    let domain = sender_domain(&record.mail_from);
     let expired = now_ms().saturating_sub(record.created_ms) >= max_age_ms;
-    if !expired && let Some(back) = route_unavailable_for(shared, route) {
+    if !expired && let Some(back) = route_unavailable_for(shared, route, &domain) {
         let schedule = &config.retry.schedule;
         let slot = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
         let wait = back.map_or(slot, |b| b.clamp(MIN_WAIT, slot.max(MIN_WAIT)));
@@ -130,7 +131,7 @@ pub async fn deliver(shared: &Shared, id: &str) {
     let mut delay = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
     // When the failures have taken every provider out of rotation, their cooldowns say when
     // trying again makes sense; the retry schedule is the upper bound.
-    if let Some(Some(back)) = route_unavailable_for(shared, route) {
+    if let Some(Some(back)) = route_unavailable_for(shared, route, &domain) {
         delay = delay.min(back.max(MIN_WAIT));
     }
     record.next_attempt_ms = now + delay.as_millis() as u64;
@@ -176,6 +177,7 @@ async fn run_pass(
     body: &[u8],
 ) -> PassResult {
     let metrics = &shared.metrics;
+    let domain = sender_domain(&record.mail_from);
     let mut all_bad_request = true;
     let mut last_provider = None;
     let mut order: Vec<&String> = route.providers.iter().collect();
@@ -190,26 +192,24 @@ async fn run_pass(
         let Some(provider) = runtime.providers.get(name) else {
             continue;
         };
-        let trial = match shared.health.admit(name) {
-            Admission::Send { trial } => trial,
-            Admission::Skip(state) => {
+        let trial = match shared.health.admit(name, &domain) {
+            Admission::Send(trial) => trial,
+            Admission::Skip(skip) => {
                 if let Some(next) = order.get(position + 1).map(|n| n.as_str()) {
                     metrics
                         .failovers
-                        .with_label_values(&[route.name.as_str(), name.as_str(), next, state.as_str()])
+                        .with_label_values(&[route.name.as_str(), name.as_str(), next, skip.as_str()])
                         .inc();
-                    tracing::info!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = state.as_str(), "failover");
+                    tracing::info!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = skip.as_str(), "failover");
                 }
                 continue;
             }
         };
         let recipients: Vec<String> = pending.iter().map(|&i| record.recipients[i].email.clone()).collect();
         let started = Instant::now();
-        let report = provider
-            .send(&Outbound { id: &record.id, mail_from: &record.mail_from, recipients: &recipients, body })
-            .await;
+        let outbound = Outbound { id: &record.id, mail_from: &record.mail_from, recipients: &recipients, body };
+        let report = attempt(shared, name, provider.as_ref(), &outbound, &domain, trial).await;
         let elapsed = started.elapsed();
-        shared.health.record(name, report.class, &report.detail, report.retry_after, trial);
         last_provider = Some(name.clone());
         if report.class != OutcomeClass::BadRequest {
             all_bad_request = false;
@@ -259,4 +259,48 @@ async fn run_pass(
         }
     }
     PassResult { all_bad_request: all_bad_request && last_provider.is_some(), last_provider }
+}
+
+/// One attempt on a provider that health admitted, recorded with health.
+///
+/// A half-open trial never holds the message longer than `health.trial_timeout` in all:
+/// where the provider has a synthetic trial (it exercises the send path without delivering),
+/// that goes first and a failure moves the message on without anything sent; then the real
+/// send is the trial, and when it gives no answer in the time left the message moves on (the
+/// provider may still take it: a possible duplicate).
+async fn attempt(
+    shared: &Shared,
+    name: &str,
+    provider: &dyn Provider,
+    msg: &Outbound<'_>,
+    domain: &str,
+    trial: Trial,
+) -> SendReport {
+    if trial == Trial::No {
+        let report = crate::provider::send(provider, msg).await;
+        shared.health.record(name, domain, &report, Trial::No);
+        return report;
+    }
+    let limit = shared.health.trial_timeout(name);
+    let deadline = tokio::time::Instant::now() + limit;
+    let n = msg.recipients.len();
+    let late = |what: &str| {
+        let detail = format!("{what} gave no answer within health.trial_timeout ({limit:?}); moved on");
+        SendReport::failed(OutcomeClass::Transient, n, detail)
+    };
+    let report = match tokio::time::timeout_at(deadline, provider.trial(msg)).await {
+        Ok(Some(mut synthetic)) if synthetic.class.is_provider_failure() => {
+            synthetic.detail = format!("synthetic trial: {}", synthetic.detail);
+            synthetic.recipients = vec![RecipientResult::NotDone; n];
+            synthetic
+        }
+        Ok(_) => match tokio::time::timeout_at(deadline, crate::provider::send(provider, msg)).await {
+            Ok(report) => report,
+            // The request may have gone out: the provider may still deliver it.
+            Err(_) => SendReport { possible_duplicate: true, ..late("half-open trial") },
+        },
+        Err(_) => late("synthetic trial"),
+    };
+    shared.health.record(name, domain, &report, Trial::Yes);
+    report
 }

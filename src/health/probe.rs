@@ -31,9 +31,9 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             tokio::spawn(async move {
                 let report = match tokio::time::timeout(MAX_PROBE, provider.probe()).await {
                     Ok(r) => r,
-                    Err(_) => ProbeReport { failure: Some(OutcomeClass::Transient), detail: "probe timed out".into() },
+                    Err(_) => ProbeReport::failed(OutcomeClass::Transient, "probe timed out"),
                 };
-                if report.failure.is_some() {
+                if report.verdict != crate::health::ProbeVerdict::Usable {
                     tracing::debug!(provider = %name, detail = %report.detail, "probe failed");
                 }
                 shared.health.record_probe(&name, &report);

@@ -52,16 +52,15 @@ impl Provider for FileProvider {
         })
         .await;
         match result {
-            Ok(Ok(())) => ProbeReport { failure: None, detail: "directory writable".into() },
-            Ok(Err(e)) => ProbeReport {
-                failure: Some(OutcomeClass::Transient),
-                detail: format!("cannot write to {}: {e}", self.dir.display()),
-            },
-            Err(e) => ProbeReport { failure: Some(OutcomeClass::Transient), detail: format!("probe task failed: {e}") },
+            Ok(Ok(())) => ProbeReport::usable("directory writable"),
+            Ok(Err(e)) => {
+                ProbeReport::failed(OutcomeClass::Transient, format!("cannot write to {}: {e}", self.dir.display()))
+            }
+            Err(e) => ProbeReport::failed(OutcomeClass::Transient, format!("probe task failed: {e}")),
         }
     }
 
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
         // Envelope first, as Postfix's local delivery does with Return-Path / Delivered-To.
         let mut envelope = format!("Return-Path: <{}>\r\n", msg.mail_from);
         for rcpt in msg.recipients {

@@ -1,7 +1,10 @@
 //! What every HTTP API adapter shares: a keep-alive client with a cap on requests in flight,
-//! failure classification by status when a body says nothing better, Retry-After parsing, and
-//! secret-free, truncated details for attempt records.
+//! failure classification by status when a body says nothing better, Retry-After parsing,
+//! secret-free, truncated details for attempt records, and the probe rules every adapter
+//! applies alike: no answer at all is a `transient` failure, an answer the adapter has no rule
+//! for is judged by [`probe_fallback`].
 
+use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use reqwest::header::HeaderMap;
 use std::time::{Duration, SystemTime};
@@ -80,6 +83,19 @@ impl HttpClient {
         Ok(HttpReply { status, headers, body })
     }
 
+    /// Sends a probe request and reads the reply with every one of `secrets` blanked out. No
+    /// reply at all (cannot connect, timeout) is the provider failing: `failed(transient)`.
+    pub async fn probe(&self, request: reqwest::RequestBuilder, secrets: &[&str]) -> Result<HttpReply, ProbeReport> {
+        let mut reply = self
+            .send(request, 0)
+            .await
+            .map_err(|report| ProbeReport::failed(OutcomeClass::Transient, report.detail))?;
+        for secret in secrets {
+            reply.redact(secret);
+        }
+        Ok(reply)
+    }
+
     fn transport_failure(&self, e: &reqwest::Error, recipients: usize) -> SendReport {
         // reqwest's error text can carry the URL; ours never hold secrets (keys travel in
         // headers or bodies), but keep the text short anyway.
@@ -106,6 +122,42 @@ pub fn class_for_status(status: u16) -> OutcomeClass {
         400 | 413 | 422 => OutcomeClass::BadRequest,
         _ => OutcomeClass::Transient,
     }
+}
+
+/// A report for a refused request of class `class`, with what Baton knows beyond the
+/// provider's words (`out of credits`, `wrong region?`) in front of its detail.
+pub fn refused_with_note(class: OutcomeClass, recipients: usize, reply: &HttpReply, note: Option<&str>) -> SendReport {
+    let mut report = refused(class, recipients, reply);
+    report.detail = with_note(report.detail, note);
+    report
+}
+
+/// `note; detail`, truncated; `detail` alone without a note.
+pub fn with_note(detail: String, note: Option<&str>) -> String {
+    match note {
+        Some(note) => truncate_detail(&format!("{note}; {detail}")),
+        None => detail,
+    }
+}
+
+/// The verdict on a probe answer its adapter has no rule for, from the status alone. 5xx and
+/// 408 are the provider failing; everything else says nothing about sending (`shared/providers.md`,
+/// "Probes need permissions that send-only keys may lack"): the verdict is inconclusive and its
+/// detail says what the operator can do. `endpoint` names the probe (`GET /v3/scopes`);
+/// `access` is what a key needs to read it, for permission answers.
+pub fn probe_fallback(reply: &HttpReply, endpoint: &str, access: &str) -> ProbeReport {
+    let advice = match reply.status {
+        408 | 500..=599 => return ProbeReport::failed(OutcomeClass::Transient, reply.detail()),
+        401 | 403 => {
+            format!("permission denied: the key may send but cannot read this; {access}, or set probe = false")
+        }
+        404 | 405 | 410 => "endpoint not found: check base_url, or set probe = false".to_string(),
+        200..=299 => "an answer the probe cannot read: check base_url, or set probe = false".to_string(),
+        429 => "the probe was rate limited; sends will tell".to_string(),
+        _ => "an answer the probe cannot judge; sends will tell".to_string(),
+    };
+    // The advice first: it must survive the truncation of a long body.
+    ProbeReport::inconclusive(truncate_detail(&format!("{endpoint}: {advice} — {}", reply.detail())))
 }
 
 /// How long to back off: `Retry-After` (seconds or HTTP date), else `X-RateLimit-Reset`
@@ -165,6 +217,25 @@ mod tests {
         let d = retry_after(&h).unwrap();
         assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
         assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn probe_fallback_judges_only_server_failures() {
+        use crate::health::ProbeVerdict;
+        let verdict = |status: u16| {
+            let reply = HttpReply { status, headers: HeaderMap::new(), body: "x".repeat(400) };
+            probe_fallback(&reply, "GET /probe", "grant it")
+        };
+        for status in [500, 502, 503, 408] {
+            assert_eq!(verdict(status).verdict, ProbeVerdict::Failed(OutcomeClass::Transient), "{status}");
+        }
+        for status in [200, 301, 400, 401, 403, 404, 405, 429] {
+            assert_eq!(verdict(status).verdict, ProbeVerdict::Inconclusive, "{status}");
+        }
+        let denied = verdict(403).detail;
+        assert!(denied.starts_with("GET /probe: permission denied") && denied.contains("grant it"), "{denied}");
+        assert!(denied.contains("probe = false") && denied.contains("HTTP 403"), "advice kept: {denied}");
+        assert!(verdict(404).detail.contains("endpoint not found"));
     }
 
     #[test]

@@ -1,18 +1,37 @@
 //! The `mailgun` provider: `messages.mime`, so the message goes out byte-exact.
 //!
-//! One multipart request per send: a `to` field per pending recipient and the spooled bytes as
-//! the file field `message`, with HTTP Basic `api:<key>`. Mailgun's 401 is a bare `Forbidden`
-//! for a wrong key and for a domain that lives in the other region alike, and "not allowed to
-//! send" is an account block whatever the status (`shared/providers.md`).
+//! One multipart request per batch of at most 1000 recipients (the shared batching in
+//! [`super::send`]): a `to` field per recipient and the spooled bytes as the file field
+//! `message`, with HTTP Basic `api:<key>`. Mailgun's 401 is a bare `Forbidden` for a wrong key
+//! and for a domain that lives in the other region alike. "… is not allowed to send" under a
+//! 400 (a sandbox domain) is `sender_unverified`; under any other status ("Domain X is not
+//! allowed to send: <reason>", the configured sending domain blocked) it is `account`
+//! (`shared/providers.md`).
+//!
+//! The probe reads `GET /v4/domains/{domain}`: active is usable, unverified or disabled is
+//! `account`, "Domain not found" is `account`; a 401/403 is inconclusive, because domain sending
+//! keys cannot read it (a wrong key also answers 401 there: the sends will tell). The half-open
+//! trial is the real request for the first recipient with `o:testmode=yes`: Mailgun validates
+//! it and answers 200 without delivering.
 
-use super::http::{HttpClient, HttpReply, class_for_status, refused};
-use super::{Outbound, Provider};
+use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused, refused_with_note, with_note};
+use super::{Outbound, Provider, trial_accepted};
 use crate::config::MailgunConfig;
 use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use base64::Engine as _;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
+
+/// Mailgun's limit of recipients per message request.
+const MAX_RECIPIENTS: usize = 1000;
+
+/// Whether a request is a real send or a test-mode trial (`o:testmode`: validated, not delivered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Send,
+    Test,
+}
 
 pub struct MailgunProvider {
     name: String,
@@ -47,14 +66,41 @@ impl MailgunProvider {
         reply.redact(&self.key);
         reply.redact(&self.encoded_credentials);
     }
+
+    /// Posts `messages.mime` for `recipients`: the reply (secrets scrubbed), or the failure.
+    async fn post(&self, msg: &Outbound<'_>, recipients: &[String], mode: Mode) -> Result<HttpReply, SendReport> {
+        let n = msg.recipients.len();
+        let message = Part::bytes(msg.body.to_vec())
+            .file_name("message.mime")
+            .mime_str("message/rfc822")
+            .map_err(|e| SendReport::failed(OutcomeClass::Transient, n, format!("cannot build request: {e}")))?;
+        let form = recipients.iter().fold(Form::new(), |form, rcpt| form.text("to", rcpt.clone()));
+        let form = match mode {
+            Mode::Send => form,
+            Mode::Test => form.text("o:testmode", "yes"),
+        };
+        let request = self
+            .http
+            .client
+            .post(&self.send_url)
+            .basic_auth("api", Some(&self.key))
+            .multipart(form.part("message", message));
+        let mut reply = self.http.send(request, n).await?;
+        self.scrub(&mut reply);
+        Ok(reply)
+    }
 }
 
 /// The class of a refused request (non-2xx), and what to say beyond the body.
 fn failure(status: u16, body: &str) -> (OutcomeClass, Option<&'static str>) {
-    // Text before code: "Domain X is not allowed to send: <reason>" is an account block (sandbox
-    // domain, disabled domain, unpaid account) under 400 and 403 alike.
+    // Text before code: "… is not allowed to send" under a 400 is a sandbox domain refusing this
+    // sender; under a 403 ("Domain X is not allowed to send: <reason>") the configured sending
+    // domain is blocked (disabled domain, unpaid account): the account.
     if body.to_ascii_lowercase().contains("not allowed to send") {
-        return (OutcomeClass::Account, None);
+        return match status {
+            400 => (OutcomeClass::SenderUnverified, Some("sandbox domain: this sender may not send")),
+            _ => (OutcomeClass::Account, None),
+        };
     }
     match status {
         400 => (OutcomeClass::BadRequest, None),
@@ -71,13 +117,6 @@ fn failure(status: u16, body: &str) -> (OutcomeClass, Option<&'static str>) {
         500..=599 => (OutcomeClass::Transient, None),
         // Only called for non-2xx answers: never `accepted`.
         s => (class_for_status(s), None),
-    }
-}
-
-fn with_note(detail: String, note: Option<&str>) -> String {
-    match note {
-        Some(note) => truncate_detail(&format!("{note}; {detail}")),
-        None => detail,
     }
 }
 
@@ -99,32 +138,44 @@ fn classify(reply: &HttpReply, n: usize) -> SendReport {
         return report;
     }
     let (class, note) = failure(reply.status, &reply.body);
-    let mut report = refused(class, n, reply);
-    report.detail = with_note(report.detail, note);
-    report
+    refused_with_note(class, n, reply, note)
 }
 
 /// Classifies the answer to `GET /v4/domains/{domain}`.
 fn classify_domain(reply: &HttpReply, domain: &str) -> ProbeReport {
+    let endpoint = format!("GET /v4/domains/{domain}");
     if !(200..300).contains(&reply.status) {
-        let (class, note) = failure(reply.status, &reply.body);
-        return ProbeReport { failure: Some(class), detail: with_note(reply.detail(), note) };
+        return classify_domain_error(reply, &endpoint);
     }
     let body = reply.json();
     let d = body.as_ref().and_then(|b| b.get("domain"));
     let state = d.and_then(|d| d.get("state")).and_then(Value::as_str);
     let disabled = d.and_then(|d| d.get("is_disabled")).and_then(Value::as_bool).unwrap_or(false);
     match state {
-        None => ProbeReport { failure: Some(OutcomeClass::Transient), detail: reply.detail() },
-        Some(_) if disabled => {
-            ProbeReport { failure: Some(OutcomeClass::Account), detail: format!("domain {domain} is disabled") }
-        }
-        Some("active") => ProbeReport { failure: None, detail: format!("domain {domain} is active") },
-        Some(state) => ProbeReport {
-            failure: Some(OutcomeClass::Account),
-            detail: truncate_detail(&format!("domain {domain} is {state}, not active")),
-        },
+        None => probe_fallback(reply, &endpoint, ""),
+        Some(_) if disabled => ProbeReport::failed(OutcomeClass::Account, format!("domain {domain} is disabled")),
+        Some("active") => ProbeReport::usable(format!("domain {domain} is active")),
+        Some(state) => ProbeReport::failed(
+            OutcomeClass::Account,
+            truncate_detail(&format!("domain {domain} is {state}, not active")),
+        ),
     }
+}
+
+/// A refused domain probe: Mailgun saying the domain is unknown, blocked or unpaid is the
+/// account; anything else (domain sending keys get 401/403 here) cannot judge.
+fn classify_domain_error(reply: &HttpReply, endpoint: &str) -> ProbeReport {
+    let message = reply.json().and_then(|b| b.get("message")?.as_str().map(str::to_ascii_lowercase));
+    let (class, note) = failure(reply.status, &reply.body);
+    let account = match reply.status {
+        404 => message.as_deref().is_some_and(|m| m.contains("domain not found")),
+        402 => true,
+        _ => class == OutcomeClass::Account && message.is_some_and(|m| m.contains("not allowed to send")),
+    };
+    if account {
+        return ProbeReport::failed(OutcomeClass::Account, with_note(reply.detail(), note));
+    }
+    probe_fallback(reply, endpoint, "probe with the account API key (domain sending keys cannot read the domain)")
 }
 
 #[async_trait::async_trait]
@@ -133,35 +184,38 @@ impl Provider for MailgunProvider {
         &self.name
     }
 
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
-        let n = msg.recipients.len();
-        let mut form = Form::new();
-        for rcpt in msg.recipients {
-            form = form.text("to", rcpt.clone());
+    fn max_recipients(&self) -> usize {
+        MAX_RECIPIENTS
+    }
+
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
+        match self.post(msg, msg.recipients, Mode::Send).await {
+            Ok(reply) => classify(&reply, msg.recipients.len()),
+            Err(report) => report,
         }
-        let message = match Part::bytes(msg.body.to_vec()).file_name("message.mime").mime_str("message/rfc822") {
-            Ok(part) => part,
-            Err(e) => return SendReport::failed(OutcomeClass::Transient, n, format!("cannot build request: {e}")),
+    }
+
+    /// The request for the first recipient in test mode: 200 means Mailgun would take it.
+    async fn trial(&self, msg: &Outbound<'_>) -> Option<SendReport> {
+        let n = msg.recipients.len();
+        let report = match self.post(msg, &msg.recipients[..n.min(1)], Mode::Test).await {
+            Ok(reply) => match classify(&reply, n) {
+                r if r.class == OutcomeClass::Accepted => {
+                    trial_accepted(n, truncate_detail(&format!("test mode: {}", r.detail)))
+                }
+                r => r,
+            },
+            Err(report) => report,
         };
-        form = form.part("message", message);
-        let request = self.http.client.post(&self.send_url).basic_auth("api", Some(&self.key)).multipart(form);
-        let mut reply = match self.http.send(request, n).await {
-            Ok(reply) => reply,
-            Err(report) => return report,
-        };
-        self.scrub(&mut reply);
-        classify(&reply, n)
+        Some(report)
     }
 
     /// `GET /v4/domains/{domain}`: the key works and the sending domain is active.
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.get(&self.domain_url).basic_auth("api", Some(&self.key));
-        match self.http.send(request, 0).await {
-            Ok(mut reply) => {
-                self.scrub(&mut reply);
-                classify_domain(&reply, &self.domain)
-            }
-            Err(report) => ProbeReport { failure: Some(report.class), detail: report.detail },
+        match self.http.probe(request, &[&self.key, &self.encoded_credentials]).await {
+            Ok(reply) => classify_domain(&reply, &self.domain),
+            Err(report) => report,
         }
     }
 }
@@ -195,8 +249,8 @@ mod tests {
             (400, r#"{"message":"'to' parameter is missing"}"#, OutcomeClass::BadRequest),
             (
                 400,
-                r#"{"message":"Domain sandbox1.mailgun.org is not allowed to send: Free accounts are for test purposes only"}"#,
-                OutcomeClass::Account,
+                r#"{"message":"Domain sandbox1.mailgun.org is not allowed to send: Free accounts are for test purposes only. Please upgrade or add the address to authorized recipients in Account Settings."}"#,
+                OutcomeClass::SenderUnverified,
             ),
             (401, "Forbidden", OutcomeClass::Account),
             (402, r#"{"message":"payment required"}"#, OutcomeClass::Account),
@@ -222,14 +276,39 @@ mod tests {
 
     #[test]
     fn domain_probe() {
-        let ok = r#"{"domain":{"name":"mg.example.com","state":"active","is_disabled":false}}"#;
-        assert_eq!(classify_domain(&reply(200, ok), "mg.example.com").failure, None);
-        let unverified = r#"{"domain":{"name":"mg.example.com","state":"unverified","is_disabled":false}}"#;
-        assert_eq!(classify_domain(&reply(200, unverified), "mg.example.com").failure, Some(OutcomeClass::Account));
-        let disabled = r#"{"domain":{"name":"mg.example.com","state":"active","is_disabled":true}}"#;
-        assert_eq!(classify_domain(&reply(200, disabled), "mg.example.com").failure, Some(OutcomeClass::Account));
-        assert_eq!(classify_domain(&reply(401, "Forbidden"), "d").failure, Some(OutcomeClass::Account));
-        assert_eq!(classify_domain(&reply(404, "{}"), "d").failure, Some(OutcomeClass::Account));
-        assert_eq!(classify_domain(&reply(200, "{}"), "d").failure, Some(OutcomeClass::Transient));
+        use crate::health::ProbeVerdict::{Failed, Inconclusive, Usable};
+        let state = |state: &str, disabled: bool| {
+            format!(r#"{{"domain":{{"name":"mg.example.com","state":"{state}","is_disabled":{disabled}}}}}"#)
+        };
+        let cases = [
+            (200, state("active", false), Usable),
+            (200, state("unverified", false), Failed(OutcomeClass::Account)),
+            (200, state("inactive", false), Failed(OutcomeClass::Account)),
+            (200, state("active", true), Failed(OutcomeClass::Account)),
+            (200, "{}".into(), Inconclusive),
+            (200, "<html>hello</html>".into(), Inconclusive),
+            (401, "Forbidden".into(), Inconclusive),
+            (403, r#"{"message":"forbidden"}"#.into(), Inconclusive),
+            (
+                403,
+                r#"{"message":"Domain mg.example.com is not allowed to send: Please activate your Mailgun account"}"#
+                    .into(),
+                Failed(OutcomeClass::Account),
+            ),
+            (402, r#"{"message":"payment required"}"#.into(), Failed(OutcomeClass::Account)),
+            (404, r#"{"message":"Domain not found"}"#.into(), Failed(OutcomeClass::Account)),
+            (404, "404 page not found".into(), Inconclusive),
+            (404, r#"{"message":"not found"}"#.into(), Inconclusive),
+            (429, r#"{"message":"Too many requests"}"#.into(), Inconclusive),
+            (500, "<html>oops</html>".into(), Failed(OutcomeClass::Transient)),
+        ];
+        for (status, body, verdict) in cases {
+            let report = classify_domain(&reply(status, &body), "mg.example.com");
+            assert_eq!(report.verdict, verdict, "{status} {body}: {}", report.detail);
+        }
+        let d = classify_domain(&reply(401, "Forbidden"), "mg.example.com").detail;
+        assert!(d.contains("account API key") && d.contains("probe = false"), "{d}");
+        let d = classify_domain(&reply(404, r#"{"message":"Domain not found"}"#), "mg.example.com").detail;
+        assert!(d.contains("domain unknown"), "{d}");
     }
 }

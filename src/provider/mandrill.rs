@@ -5,11 +5,16 @@
 //! `queued` with a suspension `queued_reason` (account suspended, paused, out of quota…) arrives
 //! as HTTP 200 although nothing will be delivered soon. Those make the attempt an `account`
 //! failure, flagged as a possible duplicate because Mandrill may still send the message later.
-//! Errors are `{"status":"error","code","name","message"}` under any HTTP status (historically
-//! 500), so the `name` decides before the status does. See `shared/providers.md`.
+//! A recipient `rejected` as `unsigned` (the sending domain is not set up) makes the attempt
+//! `sender_unverified`: other domains keep Mandrill. `invalid-sender` and `test-mode-limit` are
+//! the account's. Errors are `{"status":"error","code","name","message"}` under any HTTP status
+//! (historically 500), so the `name` decides before the status does. See `shared/providers.md`.
+//!
+//! The probe is `users/ping2`: PONG is usable, a key or payment error is `account`, a 5xx or a
+//! service error `transient`; anything else (an unreadable 200) is inconclusive.
 
-use super::http::{HttpClient, HttpReply, class_for_status, refused};
-use super::{Outbound, Provider};
+use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused};
+use super::{Outbound, Provider, probe_failure};
 use crate::config::MandrillConfig;
 use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
@@ -27,8 +32,13 @@ const SUSPENSION_REASONS: [&str; 7] = [
     "sending-backlogged",
 ];
 
-/// `reject_reason`s that blame the sender or the account, not the recipient.
-const SENDER_REJECTIONS: [&str; 3] = ["invalid-sender", "unsigned", "test-mode-limit"];
+/// `reject_reason`s that blame the sender or the account, not the recipient, and their class:
+/// `unsigned` is this sender's domain only, the others stop the account.
+const SENDER_REJECTIONS: [(&str, OutcomeClass); 3] = [
+    ("invalid-sender", OutcomeClass::Account),
+    ("unsigned", OutcomeClass::SenderUnverified),
+    ("test-mode-limit", OutcomeClass::Account),
+];
 
 pub struct MandrillProvider {
     name: String,
@@ -97,8 +107,8 @@ enum Verdict {
     Delivered(Option<String>),
     /// rejected/invalid for a reason that is the recipient's.
     Rejected(String),
-    /// rejected because of the sender or the account (invalid-sender, unsigned, test-mode-limit).
-    SenderProblem(String),
+    /// rejected because of the sender (`sender_unverified`) or the account (`account`).
+    SenderProblem(OutcomeClass, String),
     /// queued on a suspended/paused/exhausted account: Mandrill may still send it later.
     Suspended(String),
     /// No result, or a status we do not know.
@@ -119,10 +129,10 @@ fn verdict(entry: &Value) -> Verdict {
                 Some(reason) => format!("{status}: {reason}"),
                 None => status.to_string(),
             };
-            if text("reject_reason").is_some_and(|r| SENDER_REJECTIONS.contains(&r)) {
-                Verdict::SenderProblem(detail)
-            } else {
-                Verdict::Rejected(detail)
+            let sender = SENDER_REJECTIONS.iter().find(|(r, _)| text("reject_reason") == Some(*r));
+            match sender {
+                Some(&(_, class)) => Verdict::SenderProblem(class, detail),
+                None => Verdict::Rejected(detail),
             }
         }
         other => Verdict::Unknown(format!("unknown status {other:?}")),
@@ -150,13 +160,16 @@ fn classify_results(recipients: &[String], results: &[Value]) -> SendReport {
 
     let any = |f: fn(&Verdict) -> bool| verdicts.iter().any(f);
     let suspended = any(|v| matches!(v, Verdict::Suspended(_)));
-    let sender = any(|v| matches!(v, Verdict::SenderProblem(_)));
+    let account = any(|v| matches!(v, Verdict::SenderProblem(OutcomeClass::Account, _)));
+    let sender = any(|v| matches!(v, Verdict::SenderProblem(_, _)));
     let unknown = any(|v| matches!(v, Verdict::Unknown(_)));
     let delivered = any(|v| matches!(v, Verdict::Delivered(_)));
-    let class = if suspended || sender {
+    let class = if suspended || account {
         // The provider is unusable: even if some recipients went through, the health engine
         // must hear about it, and the others move on to the next provider.
         OutcomeClass::Account
+    } else if sender {
+        OutcomeClass::SenderUnverified
     } else if delivered {
         OutcomeClass::Accepted
     } else if unknown {
@@ -170,7 +183,9 @@ fn classify_results(recipients: &[String], results: &[Value]) -> SendReport {
     for v in &verdicts {
         let label = match v {
             Verdict::Delivered(_) => "accepted".to_string(),
-            Verdict::Rejected(d) | Verdict::SenderProblem(d) | Verdict::Suspended(d) | Verdict::Unknown(d) => d.clone(),
+            Verdict::Rejected(d) | Verdict::SenderProblem(_, d) | Verdict::Suspended(d) | Verdict::Unknown(d) => {
+                d.clone()
+            }
         };
         match parts.iter_mut().find(|(l, _)| *l == label) {
             Some((_, n)) => *n += 1,
@@ -217,13 +232,17 @@ fn classify(reply: &HttpReply, recipients: &[String]) -> SendReport {
     report
 }
 
-/// Classifies the answer to `users/ping2`.
+/// Classifies the answer to `users/ping2`: Mandrill's error names judge, the status only when
+/// there is none.
 fn classify_ping(reply: &HttpReply) -> ProbeReport {
     let body = reply.json();
     if (200..300).contains(&reply.status) && body.as_ref().and_then(|b| b.get("PING")?.as_str()) == Some("PONG!") {
-        return ProbeReport { failure: None, detail: "users/ping2: PONG!".into() };
+        return ProbeReport::usable("users/ping2: PONG!");
     }
-    ProbeReport { failure: Some(failure_class(reply.status, body.as_ref())), detail: reply.detail() }
+    match body.as_ref().and_then(error_name).and_then(error_name_class) {
+        Some(class) => probe_failure(class, reply.detail()),
+        None => probe_fallback(reply, "POST users/ping2", "check the key"),
+    }
 }
 
 #[async_trait::async_trait]
@@ -232,7 +251,7 @@ impl Provider for MandrillProvider {
         &self.name
     }
 
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
         let n = msg.recipients.len();
         // send-raw takes the MIME as a JSON string: only UTF-8 (or ASCII) bytes can go through
         // unchanged. Anything else is better sent by a provider that takes bytes.
@@ -262,12 +281,9 @@ impl Provider for MandrillProvider {
     /// `users/ping2` with the key: proves the key works (not that the account may send).
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.post(&self.ping_url).json(&serde_json::json!({ "key": self.key }));
-        match self.http.send(request, 0).await {
-            Ok(mut reply) => {
-                reply.redact(&self.key);
-                classify_ping(&reply)
-            }
-            Err(report) => ProbeReport { failure: Some(report.class), detail: report.detail },
+        match self.http.probe(request, &[&self.key]).await {
+            Ok(reply) => classify_ping(&reply),
+            Err(report) => report,
         }
     }
 }
@@ -324,13 +340,18 @@ mod tests {
     }
 
     #[test]
-    fn sender_rejections_are_account() {
-        for reason in SENDER_REJECTIONS {
+    fn sender_rejections_are_the_sender_or_the_account() {
+        let expected = [
+            ("invalid-sender", OutcomeClass::Account),
+            ("unsigned", OutcomeClass::SenderUnverified),
+            ("test-mode-limit", OutcomeClass::Account),
+        ];
+        for (reason, class) in expected {
             let report = classify(
                 &reply(200, json!([{"email": "a@x.net", "status": "rejected", "reject_reason": reason}])),
                 &rcpts(&["a@x.net"]),
             );
-            assert_eq!(report.class, OutcomeClass::Account, "{reason}");
+            assert_eq!(report.class, class, "{reason}");
             assert_eq!(report.recipients, vec![RecipientResult::NotDone], "{reason}");
             assert!(!report.possible_duplicate);
             assert!(report.detail.contains(reason), "{}", report.detail);
@@ -399,10 +420,41 @@ mod tests {
     }
 
     #[test]
+    fn an_account_problem_outweighs_an_unsigned_sender() {
+        let report = classify(
+            &reply(
+                200,
+                json!([{"email": "a@x.net", "status": "rejected", "reject_reason": "unsigned"},
+                       {"email": "b@x.net", "status": "queued", "queued_reason": "account-suspended"}]),
+            ),
+            &rcpts(&["a@x.net", "b@x.net"]),
+        );
+        assert_eq!(report.class, OutcomeClass::Account);
+    }
+
+    #[test]
     fn ping() {
-        assert_eq!(classify_ping(&reply(200, json!({"PING": "PONG!"}))).failure, None);
-        let bad = json!({"status": "error", "code": -1, "name": "Invalid_Key", "message": "Invalid API key"});
-        assert_eq!(classify_ping(&reply(500, bad)).failure, Some(OutcomeClass::Account));
-        assert_eq!(classify_ping(&reply(200, json!({"PING": "nope"}))).failure, Some(OutcomeClass::Transient));
+        use crate::health::ProbeVerdict::{Failed, Inconclusive, Usable};
+        let error = |name: &str| json!({"status": "error", "code": -1, "name": name, "message": "m"});
+        let text = |status: u16, body: &str| HttpReply { status, headers: HeaderMap::new(), body: body.into() };
+        let cases = [
+            (reply(200, json!({"PING": "PONG!"})), Usable),
+            (reply(500, error("Invalid_Key")), Failed(OutcomeClass::Account)),
+            (reply(401, error("Invalid_Key")), Failed(OutcomeClass::Account)),
+            (reply(402, error("PaymentRequired")), Failed(OutcomeClass::Account)),
+            (reply(500, error("Unknown_Subaccount")), Failed(OutcomeClass::Account)),
+            (reply(500, error("GeneralError")), Failed(OutcomeClass::Transient)),
+            (reply(503, error("ServiceUnavailable")), Failed(OutcomeClass::Transient)),
+            (reply(500, error("ValidationError")), Inconclusive),
+            (reply(500, error("RequestLimitExceeded")), Inconclusive),
+            (reply(200, json!({"PING": "nope"})), Inconclusive),
+            (text(200, "<html>maintenance</html>"), Inconclusive),
+            (text(502, "<html>Bad Gateway</html>"), Failed(OutcomeClass::Transient)),
+            (text(404, "not found"), Inconclusive),
+        ];
+        for (r, verdict) in cases {
+            let report = classify_ping(&r);
+            assert_eq!(report.verdict, verdict, "{} {}: {}", r.status, r.body, report.detail);
+        }
     }
 }

@@ -2,12 +2,18 @@
 //! fields (`shared/providers.md`, Postmark).
 //!
 //! Postmark answers every error with an `ErrorCode`, which drives the classification before the
-//! HTTP status does. ErrorCode 406 ("inactive recipient") refuses the whole request and names the
-//! inactive addresses after "Found inactive addresses:": those recipients are rejected, and the
-//! request is sent again at once, in the same attempt, without them, so the active recipients
-//! stay on this provider instead of failing over (see `send`).
+//! HTTP status does. A From address that is not a confirmed Sender Signature (ErrorCode 400, 401,
+//! or 300 naming the Sender Signature) is `sender_unverified`: other domains keep Postmark.
+//! ErrorCode 406 ("inactive recipient") refuses the whole request and names the inactive
+//! addresses after "Found inactive addresses:": those recipients are rejected, and the request
+//! is sent again at once, in the same attempt, without them, so the active recipients stay on
+//! this provider instead of failing over (see `send_batch`). At most 50 recipients go in one
+//! request (the shared batching in [`super::send`]).
+//!
+//! The probe reads `GET /server` with the server token, the token that sends: a 401 or ErrorCode
+//! 10 is `account`, a 403/404 or an unreadable answer is inconclusive.
 
-use super::http::{HttpClient, HttpReply, class_for_status, refused};
+use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused};
 use super::mime::{self, Mailbox};
 use super::{Outbound, Provider};
 use crate::config::PostmarkConfig;
@@ -95,11 +101,14 @@ fn classify(status: u16, body: Option<&Value>) -> Answer {
         // Maintenance.
         Some(100) => Answer::Failed(OutcomeClass::Transient),
         // Invalid request, except when the From address is not a confirmed sender signature.
-        Some(300) if message.to_ascii_lowercase().contains("sender signature") => Answer::Failed(OutcomeClass::Account),
+        Some(300) if message.to_ascii_lowercase().contains("sender signature") => {
+            Answer::Failed(OutcomeClass::SenderUnverified)
+        }
         Some(300) => Answer::Failed(OutcomeClass::BadRequest),
-        // Sender signature missing / unconfirmed, not allowed to send (credits), account pending,
-        // account may not send.
-        Some(400 | 401 | 405 | 412 | 413) => Answer::Failed(OutcomeClass::Account),
+        // Sender signature not found / not confirmed: per sender domain.
+        Some(400 | 401) => Answer::Failed(OutcomeClass::SenderUnverified),
+        // Not allowed to send (credits), account pending, account may not send.
+        Some(405 | 412 | 413) => Answer::Failed(OutcomeClass::Account),
         Some(406) => Answer::Inactive(inactive_addresses(message)),
         Some(429) => Answer::Failed(OutcomeClass::RateLimited),
         // An error code on a success status: not a shape Postmark documents.
@@ -198,73 +207,54 @@ impl Provider for PostmarkProvider {
         &self.name
     }
 
-    /// Sends in requests of at most 50 recipients. A 406 naming some of the recipients rejects
-    /// those and sends again to the others in the same attempt: Postmark refused the whole
-    /// request, so nothing was sent to anyone yet, and the rest are not a reason to fail over.
-    /// (When Postmark sends to the active recipients itself, it answers 200 and the 406 only
-    /// comes when every recipient is inactive, so the resend never duplicates.)
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+    fn max_recipients(&self) -> usize {
+        MAX_RECIPIENTS
+    }
+
+    /// One request. A 406 naming some of the recipients rejects those and sends again to the
+    /// others in the same attempt: Postmark refused the whole request, so nothing was sent to
+    /// anyone yet, and the rest are not a reason to fail over. (When Postmark sends to the active
+    /// recipients itself, it answers 200 and the 406 only comes when every recipient is
+    /// inactive, so the resend never duplicates.)
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
         let n = msg.recipients.len();
         let mut results = vec![RecipientResult::NotDone; n];
+        let mut pending: Vec<usize> = (0..n).collect();
         let mut detail = String::new();
-        let mut failure: Option<SendReport> = None;
-        let all: Vec<usize> = (0..n).collect();
-        'chunks: for chunk in all.chunks(MAX_RECIPIENTS) {
-            let mut pending = chunk.to_vec();
-            while !pending.is_empty() {
-                let recipients: Vec<String> = pending.iter().map(|&i| msg.recipients[i].clone()).collect();
-                let reply = match self.post(msg, &recipients).await {
-                    Ok(reply) => reply,
-                    Err(report) => {
-                        failure = Some(report);
-                        break 'chunks;
+        while !pending.is_empty() {
+            let recipients: Vec<String> = pending.iter().map(|&i| msg.recipients[i].clone()).collect();
+            let reply = match self.post(msg, &recipients).await {
+                Ok(reply) => reply,
+                Err(report) => return SendReport { recipients: results, ..report },
+            };
+            detail = reply.detail();
+            match classify(reply.status, reply.json().as_ref()) {
+                Answer::Accepted(id) => {
+                    for &i in &pending {
+                        results[i] = RecipientResult::Delivered { provider_message_id: id.clone() };
                     }
-                };
-                match classify(reply.status, reply.json().as_ref()) {
-                    Answer::Accepted(id) => {
-                        for &i in &pending {
-                            results[i] = RecipientResult::Delivered { provider_message_id: id.clone() };
+                    pending.clear();
+                }
+                Answer::Inactive(listed) => {
+                    match reject_inactive(msg.recipients, &pending, &listed, &mut results, &detail) {
+                        Some(active) => pending = active,
+                        // Names none of our recipients: not a shape we understand.
+                        None => {
+                            return SendReport { recipients: results, ..refused(OutcomeClass::Transient, n, &reply) };
                         }
-                        detail = reply.detail();
-                        pending.clear();
-                    }
-                    Answer::Inactive(listed) => {
-                        let (inactive, active): (Vec<usize>, Vec<usize>) = if listed.is_empty() {
-                            (pending.clone(), Vec::new())
-                        } else {
-                            pending.iter().partition(|&&i| listed.contains(&msg.recipients[i].to_ascii_lowercase()))
-                        };
-                        if inactive.is_empty() {
-                            // Names none of our recipients: not a shape we understand.
-                            failure = Some(refused(OutcomeClass::Transient, n, &reply));
-                            break 'chunks;
-                        }
-                        detail = reply.detail();
-                        for &i in &inactive {
-                            results[i] = RecipientResult::Rejected {
-                                detail: truncate_detail(&format!("inactive recipient (Postmark 406): {detail}")),
-                            };
-                        }
-                        pending = active;
-                    }
-                    Answer::Failed(class) => {
-                        failure = Some(refused(class, n, &reply));
-                        break 'chunks;
                     }
                 }
+                Answer::Failed(class) => return SendReport { recipients: results, ..refused(class, n, &reply) },
             }
         }
         let delivered = results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. }));
         let rejected = results.iter().any(|r| matches!(r, RecipientResult::Rejected { .. }));
-        match failure {
-            Some(report) => report.after_batches(results),
-            None => SendReport {
-                class: if delivered || !rejected { OutcomeClass::Accepted } else { OutcomeClass::RecipientRejected },
-                detail,
-                recipients: results,
-                retry_after: None,
-                possible_duplicate: false,
-            },
+        SendReport {
+            class: if delivered || !rejected { OutcomeClass::Accepted } else { OutcomeClass::RecipientRejected },
+            detail,
+            recipients: results,
+            retry_after: None,
+            possible_duplicate: false,
         }
     }
 
@@ -276,23 +266,56 @@ impl Provider for PostmarkProvider {
             .get(format!("{}/server", self.base))
             .header("X-Postmark-Server-Token", &self.token)
             .header("Accept", "application/json");
-        let reply = match self.http.send(request, 0).await {
-            Ok(mut reply) => {
-                reply.redact(&self.token);
-                reply
-            }
-            Err(report) => return ProbeReport { failure: Some(report.class), detail: report.detail },
-        };
-        let json = reply.json();
-        if (200..300).contains(&reply.status) {
-            let server = json.as_ref().and_then(|j| j.get("Name")).and_then(Value::as_str).unwrap_or("?");
-            return ProbeReport { failure: None, detail: truncate_detail(&format!("server {server:?} answered")) };
+        match self.http.probe(request, &[&self.token]).await {
+            Ok(reply) => classify_server(&reply),
+            Err(report) => report,
         }
-        let class = match classify(reply.status, json.as_ref()) {
-            Answer::Failed(class) => class,
-            _ => OutcomeClass::Transient,
+    }
+}
+
+/// Marks the recipients of `pending` that a 406 `listed` (all of them when it lists none) as
+/// rejected; returns the others, or `None` when the list names none of `pending`.
+fn reject_inactive(
+    all: &[String],
+    pending: &[usize],
+    listed: &[String],
+    results: &mut [RecipientResult],
+    detail: &str,
+) -> Option<Vec<usize>> {
+    let (inactive, active): (Vec<usize>, Vec<usize>) =
+        pending.iter().partition(|&&i| listed.is_empty() || listed.contains(&all[i].to_ascii_lowercase()));
+    if inactive.is_empty() {
+        return None;
+    }
+    for i in inactive {
+        results[i] = RecipientResult::Rejected {
+            detail: truncate_detail(&format!("inactive recipient (Postmark 406): {detail}")),
         };
-        ProbeReport { failure: Some(class), detail: reply.detail() }
+    }
+    Some(active)
+}
+
+/// Classifies the answer to `GET /server`. The server token is the token that sends, so a
+/// refused token is the account; a 403/404 or an answer without the server says nothing.
+fn classify_server(reply: &HttpReply) -> ProbeReport {
+    let json = reply.json();
+    if (200..300).contains(&reply.status)
+        && let Some(Value::Object(server)) = &json
+    {
+        let name = server.get("Name").and_then(Value::as_str).unwrap_or("?");
+        return ProbeReport::usable(truncate_detail(&format!("server {name:?} answered")));
+    }
+    let code = json.as_ref().and_then(|b| b.get("ErrorCode")).and_then(Value::as_i64);
+    match classify(reply.status, json.as_ref()) {
+        _ if reply.status == 401 => ProbeReport::failed(OutcomeClass::Account, reply.detail()),
+        // Postmark named an account problem (bad token, credits, pending, may not send).
+        Answer::Failed(OutcomeClass::Account) if code.is_some() => {
+            ProbeReport::failed(OutcomeClass::Account, reply.detail())
+        }
+        Answer::Failed(OutcomeClass::Transient) if code == Some(100) => {
+            ProbeReport::failed(OutcomeClass::Transient, reply.detail())
+        }
+        _ => probe_fallback(reply, "GET /server", "probe with the server token (not an account token)"),
     }
 }
 
@@ -315,11 +338,17 @@ mod tests {
             (
                 422,
                 300,
-                "The 'From' address you supplied (a@x) is not a verified Sender Signature on your account.",
-                OutcomeClass::Account,
+                "The 'From' address you supplied (a@x) is not a Sender Signature on your account. Add and confirm this address in order to send.",
+                OutcomeClass::SenderUnverified,
             ),
-            (422, 400, "Sender signature not found", OutcomeClass::Account),
-            (422, 401, "Sender signature not confirmed", OutcomeClass::Account),
+            (
+                422,
+                300,
+                "The 'From' address you supplied (a@x) is not a verified sender signature.",
+                OutcomeClass::SenderUnverified,
+            ),
+            (422, 400, "Sender signature not found", OutcomeClass::SenderUnverified),
+            (422, 401, "Sender signature not confirmed", OutcomeClass::SenderUnverified),
             (422, 405, "Not allowed to send: you have run out of credits.", OutcomeClass::Account),
             (422, 412, "Account pending approval", OutcomeClass::Account),
             (422, 413, "Account may not send", OutcomeClass::Account),
@@ -336,6 +365,32 @@ mod tests {
         assert_eq!(classify(502, None), Answer::Failed(OutcomeClass::Transient));
         assert_eq!(classify(429, None), Answer::Failed(OutcomeClass::RateLimited));
         assert_eq!(classify(200, None), Answer::Accepted(None));
+    }
+
+    #[test]
+    fn server_probe() {
+        use crate::health::ProbeVerdict::{Failed, Inconclusive, Usable};
+        let reply = |status: u16, body: &str| HttpReply { status, headers: Default::default(), body: body.into() };
+        let bad_token = err(10, "Request does not contain a valid Server token.").to_string();
+        let cases = [
+            (200, r#"{"ID":1,"Name":"Transactional","DeliveryType":"Live"}"#.to_string(), Usable),
+            (401, bad_token.clone(), Failed(OutcomeClass::Account)),
+            (422, bad_token, Failed(OutcomeClass::Account)),
+            (401, "Unauthorized".into(), Failed(OutcomeClass::Account)),
+            (422, err(412, "Your account is pending approval.").to_string(), Failed(OutcomeClass::Account)),
+            (503, err(100, "Maintenance").to_string(), Failed(OutcomeClass::Transient)),
+            (500, "Internal Server Error".into(), Failed(OutcomeClass::Transient)),
+            (403, "<html>403 Forbidden</html>".into(), Inconclusive),
+            (404, "Not Found".into(), Inconclusive),
+            (200, "<html>ok</html>".into(), Inconclusive),
+            (200, "{}".into(), Usable),
+            (200, "[]".into(), Inconclusive),
+            (429, err(429, "Rate limit exceeded").to_string(), Inconclusive),
+        ];
+        for (status, body, verdict) in cases {
+            let report = classify_server(&reply(status, &body));
+            assert_eq!(report.verdict, verdict, "{status} {body}: {}", report.detail);
+        }
     }
 
     #[test]

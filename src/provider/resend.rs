@@ -7,14 +7,25 @@
 //! with the first email instead of sending it twice. A later pass may hand Resend a different
 //! subset (another provider took some recipients meanwhile): that is a different request, and
 //! Resend refuses a reused key with a different body, hence the hash in the key.
+//!
+//! Errors are classified on their `name`, then their text, then the status: a From domain that
+//! is not verified (403 "The … domain is not verified", 422 `invalid_from_address`) is
+//! `sender_unverified`, other domains keep Resend; "only send testing emails" (no verified
+//! domain at all), bad, suspended or restricted keys and used-up quotas are `account`. At most 50
+//! recipients go in one request (the shared batching in [`super::send`]); Resend never refuses
+//! single recipients of a request, so each request is all or nothing.
+//!
+//! The probe lists `GET /domains`: at least one verified domain is usable, none is `account`, a
+//! rejected key is `account`; a sending-only key (401 `restricted_api_key`) cannot list domains,
+//! so its probe is inconclusive.
 
-use super::http::{HttpClient, HttpReply, accepted, class_for_status, refused};
+use super::http::{HttpClient, HttpReply, accepted, class_for_status, probe_fallback, refused};
 use super::mime;
 use super::postmark::display_mailbox;
 use super::{Outbound, Provider};
 use crate::config::ResendConfig;
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
@@ -53,17 +64,15 @@ fn classify(status: u16, body: Option<&Value>) -> OutcomeClass {
     let name = body.and_then(|b| b.get("name")).and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
     let message = body.and_then(|b| b.get("message")).and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
     match name.as_str() {
-        "missing_api_key"
-        | "restricted_api_key"
-        | "invalid_api_key"
-        | "suspended_api_key"
-        | "invalid_permission"
-        | "invalid_access"
-        | "invalid_from_address" => OutcomeClass::Account,
+        // "The example.com domain is not verified": per sender domain.
+        "invalid_from_address" => OutcomeClass::SenderUnverified,
+        "validation_error" if message.contains("domain is not verified") => OutcomeClass::SenderUnverified,
+        "missing_api_key" | "restricted_api_key" | "invalid_api_key" | "suspended_api_key" | "invalid_permission"
+        | "invalid_access" => OutcomeClass::Account,
         "daily_quota_exceeded" | "monthly_quota_exceeded" | "email_above_quota" => OutcomeClass::Account,
         "rate_limit_exceeded" => OutcomeClass::RateLimited,
-        // "You can only send testing emails to your own email address" (no verified domain),
-        // "The example.com domain is not verified": sender problems, not message problems.
+        // "You can only send testing emails to your own email address" (no verified domain at
+        // all): the account cannot send to anyone else.
         "validation_error"
             if status == 403
                 || message.contains("testing emails")
@@ -94,8 +103,8 @@ impl ResendProvider {
         })
     }
 
-    fn payload(msg: &Outbound<'_>, recipients: &[String]) -> Value {
-        let f = mime::fields(msg.body, msg.mail_from, recipients);
+    fn payload(msg: &Outbound<'_>) -> Value {
+        let f = mime::fields(msg.body, msg.mail_from, msg.recipients);
         let emails = |list: &[mime::Mailbox]| list.iter().map(|m| m.email.clone()).collect::<Vec<_>>();
         let from = f.from.as_ref().map(display_mailbox).unwrap_or_else(|| msg.mail_from.to_string());
         let mut body = json!({"from": from, "to": emails(&f.to), "subject": f.subject});
@@ -139,15 +148,15 @@ impl ResendProvider {
         body
     }
 
-    async fn post(&self, msg: &Outbound<'_>, recipients: &[String]) -> Result<HttpReply, SendReport> {
+    async fn post(&self, msg: &Outbound<'_>) -> Result<HttpReply, SendReport> {
         let request = self
             .http
             .client
             .post(format!("{}/emails", self.base))
             .bearer_auth(&self.api_key)
-            .header("Idempotency-Key", idempotency_key(msg.id, recipients))
-            .json(&Self::payload(msg, recipients));
-        let mut reply = self.http.send(request, recipients.len()).await?;
+            .header("Idempotency-Key", idempotency_key(msg.id, msg.recipients))
+            .json(&Self::payload(msg));
+        let mut reply = self.http.send(request, msg.recipients.len()).await?;
         reply.redact(&self.api_key);
         Ok(reply)
     }
@@ -159,89 +168,67 @@ impl Provider for ResendProvider {
         &self.name
     }
 
-    /// One request per 50 recipients; Resend never refuses single recipients of a request
-    /// (bounces and suppressions come later, by webhook), so each request is all or nothing.
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+    fn max_recipients(&self) -> usize {
+        MAX_RECIPIENTS
+    }
+
+    /// One request; all or nothing.
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
         let n = msg.recipients.len();
-        let mut results = vec![RecipientResult::NotDone; n];
-        let mut detail = String::new();
-        let all: Vec<usize> = (0..n).collect();
-        for chunk in all.chunks(MAX_RECIPIENTS) {
-            let recipients: Vec<String> = chunk.iter().map(|&i| msg.recipients[i].clone()).collect();
-            let failure = match self.post(msg, &recipients).await {
-                Ok(reply) => {
-                    let json = reply.json();
-                    match classify(reply.status, json.as_ref()) {
-                        OutcomeClass::Accepted => {
-                            let id =
-                                json.as_ref().and_then(|j| j.get("id")).and_then(Value::as_str).map(str::to_string);
-                            let report = accepted(chunk.len(), id, &reply);
-                            for (&i, r) in chunk.iter().zip(report.recipients) {
-                                results[i] = r;
-                            }
-                            detail = report.detail;
-                            continue;
-                        }
-                        class => refused(class, n, &reply),
-                    }
-                }
-                Err(report) => report,
-            };
-            return failure.after_batches(results);
-        }
-        SendReport {
-            class: OutcomeClass::Accepted,
-            detail,
-            recipients: results,
-            retry_after: None,
-            possible_duplicate: false,
+        let reply = match self.post(msg).await {
+            Ok(reply) => reply,
+            Err(report) => return report,
+        };
+        let json = reply.json();
+        match classify(reply.status, json.as_ref()) {
+            OutcomeClass::Accepted => {
+                let id = json.as_ref().and_then(|j| j.get("id")).and_then(Value::as_str).map(str::to_string);
+                accepted(n, id, &reply)
+            }
+            class => refused(class, n, &reply),
         }
     }
 
-    /// `GET /domains`: the key works and at least one domain is verified. A sending-only key
-    /// cannot list domains (401 `restricted_api_key`): it authenticated, which is all we can see.
+    /// `GET /domains`: the key works and at least one domain is verified.
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.get(format!("{}/domains", self.base)).bearer_auth(&self.api_key);
-        let reply = match self.http.send(request, 0).await {
-            Ok(mut reply) => {
-                reply.redact(&self.api_key);
-                reply
-            }
-            Err(report) => return ProbeReport { failure: Some(report.class), detail: report.detail },
-        };
-        let json = reply.json();
-        let name = json.as_ref().and_then(|j| j.get("name")).and_then(Value::as_str).unwrap_or_default();
-        if reply.status == 401 && name.eq_ignore_ascii_case("restricted_api_key") {
-            return ProbeReport {
-                failure: None,
-                detail: "sending-only API key: authenticated, domains not checked".into(),
-            };
+        match self.http.probe(request, &[&self.api_key]).await {
+            Ok(reply) => classify_domains(&reply),
+            Err(report) => report,
         }
-        match classify(reply.status, json.as_ref()) {
-            OutcomeClass::Accepted => {
-                let domains = json.as_ref().and_then(|j| j.get("data")).and_then(Value::as_array);
-                let Some(domains) = domains else {
-                    return ProbeReport { failure: None, detail: reply.detail() };
-                };
-                let verified: Vec<&str> = domains
-                    .iter()
-                    .filter(|d| d.get("status").and_then(Value::as_str) == Some("verified"))
-                    .filter_map(|d| d.get("name").and_then(Value::as_str))
-                    .collect();
-                if verified.is_empty() {
-                    ProbeReport {
-                        failure: Some(OutcomeClass::Account),
-                        detail: format!("no verified domain ({} listed)", domains.len()),
-                    }
-                } else {
-                    ProbeReport {
-                        failure: None,
-                        detail: truncate_detail(&format!("verified: {}", verified.join(", "))),
-                    }
-                }
-            }
-            class => ProbeReport { failure: Some(class), detail: reply.detail() },
-        }
+    }
+}
+
+/// Classifies the answer to `GET /domains`.
+fn classify_domains(reply: &HttpReply) -> ProbeReport {
+    const ENDPOINT: &str = "GET /domains";
+    let json = reply.json();
+    let name = json.as_ref().and_then(|j| j.get("name")).and_then(Value::as_str).unwrap_or_default();
+    // A sending-only key may not list domains; it may well send.
+    if matches!(name.to_ascii_lowercase().as_str(), "restricted_api_key" | "invalid_permission") {
+        return probe_fallback(reply, ENDPOINT, "probe with a full-access key");
+    }
+    match classify(reply.status, json.as_ref()) {
+        OutcomeClass::Accepted => match json.as_ref().and_then(|j| j.get("data")).and_then(Value::as_array) {
+            Some(domains) => verified_domains(domains),
+            None => probe_fallback(reply, ENDPOINT, ""),
+        },
+        OutcomeClass::Account if !name.is_empty() => ProbeReport::failed(OutcomeClass::Account, reply.detail()),
+        _ => probe_fallback(reply, ENDPOINT, "probe with a full-access key"),
+    }
+}
+
+/// Usable when at least one listed domain is verified: with none, Resend sends only test mail.
+fn verified_domains(domains: &[Value]) -> ProbeReport {
+    let verified: Vec<&str> = domains
+        .iter()
+        .filter(|d| d.get("status").and_then(Value::as_str) == Some("verified"))
+        .filter_map(|d| d.get("name").and_then(Value::as_str))
+        .collect();
+    if verified.is_empty() {
+        ProbeReport::failed(OutcomeClass::Account, format!("no verified domain ({} listed)", domains.len()))
+    } else {
+        ProbeReport::usable(truncate_detail(&format!("verified: {}", verified.join(", "))))
     }
 }
 
@@ -267,7 +254,23 @@ mod tests {
             err(403, "validation_error", "You can only send testing emails to your own email address (a@x)."),
             OutcomeClass::Account
         );
-        assert_eq!(err(422, "invalid_from_address", "Invalid `from` field."), OutcomeClass::Account);
+        assert_eq!(err(422, "invalid_from_address", "Invalid `from` field."), OutcomeClass::SenderUnverified);
+        assert_eq!(
+            err(
+                403,
+                "validation_error",
+                "The example.com domain is not verified. Please, add and verify your domain on https://resend.com/domains"
+            ),
+            OutcomeClass::SenderUnverified
+        );
+        assert_eq!(
+            err(
+                422,
+                "validation_error",
+                "The example.com domain is not verified. Please, add and verify your domain on https://resend.com/domains"
+            ),
+            OutcomeClass::SenderUnverified
+        );
         assert_eq!(err(422, "validation_error", "Invalid `to` field."), OutcomeClass::BadRequest);
         assert_eq!(err(400, "validation_error", "The `subject` field is required."), OutcomeClass::BadRequest);
         assert_eq!(err(422, "missing_required_field", "Missing `to` field."), OutcomeClass::BadRequest);
@@ -284,6 +287,42 @@ mod tests {
         assert_eq!(err(422, "brand_new_name", "?"), OutcomeClass::BadRequest);
         assert_eq!(classify(502, None), OutcomeClass::Transient);
         assert_eq!(classify(200, None), OutcomeClass::Accepted);
+    }
+
+    #[test]
+    fn domains_probe() {
+        use crate::health::ProbeVerdict::{Failed, Inconclusive, Usable};
+        let reply =
+            |status: u16, body: Value| HttpReply { status, headers: Default::default(), body: body.to_string() };
+        let error = |status: u16, name: &str, message: &str| {
+            reply(status, json!({"statusCode": status, "name": name, "message": message}))
+        };
+        let domains =
+            |status: &str| json!({"object": "list", "data": [{"id": "d1", "name": "example.com", "status": status}]});
+        let cases = [
+            (reply(200, domains("verified")), Usable),
+            (reply(200, domains("pending")), Failed(OutcomeClass::Account)),
+            (error(401, "restricted_api_key", "This API key is restricted to only send emails."), Inconclusive),
+            (error(403, "invalid_permission", "Not allowed."), Inconclusive),
+            (error(403, "invalid_api_key", "API key is invalid."), Failed(OutcomeClass::Account)),
+            (error(403, "suspended_api_key", "This API key has been suspended."), Failed(OutcomeClass::Account)),
+            (
+                error(401, "missing_api_key", "Missing API key in the authorization header."),
+                Failed(OutcomeClass::Account),
+            ),
+            (error(500, "application_error", "An unexpected error occurred."), Failed(OutcomeClass::Transient)),
+            (reply(502, json!("Bad gateway")), Failed(OutcomeClass::Transient)),
+            (error(429, "rate_limit_exceeded", "Too many requests."), Inconclusive),
+            (reply(404, json!("not found")), Inconclusive),
+            (reply(200, json!({"object": "list"})), Inconclusive),
+            (HttpReply { status: 200, headers: Default::default(), body: "<html>".into() }, Inconclusive),
+        ];
+        for (r, verdict) in cases {
+            let report = classify_domains(&r);
+            assert_eq!(report.verdict, verdict, "{} {}: {}", r.status, r.body, report.detail);
+        }
+        let restricted = classify_domains(&error(401, "restricted_api_key", "restricted")).detail;
+        assert!(restricted.contains("full-access key") && restricted.contains("probe = false"), "{restricted}");
     }
 
     #[test]

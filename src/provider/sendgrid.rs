@@ -3,17 +3,23 @@
 //! SendGrid takes no raw MIME, so the spooled message is split into its JSON fields
 //! ([`super::mime::fields`]): recipients from the envelope (To/Cc as the headers name them, the
 //! rest Bcc), from, reply-to, subject, text and HTML content, attachments and inline parts,
-//! custom headers and the Message-ID. At most 1000 recipients go in one request; larger sends
-//! are split. Success is `202` with the id in `X-Message-Id`; errors are classified on their
-//! text first ("Maximum credits exceeded" under a 401), then on the status
-//! (`shared/providers.md`).
+//! custom headers and the Message-ID. At most 1000 recipients go in one request (the shared
+//! batching in [`super::send`] splits larger sends). Success is `202` with the id in
+//! `X-Message-Id`; errors are classified on their text first ("Maximum credits exceeded" under a
+//! 401 is `account`, "does not match a verified Sender Identity" under a 403 is
+//! `sender_unverified`, any other 403 `account`), then on the status (`shared/providers.md`).
+//!
+//! The probe reads `GET /v3/scopes`, which any valid key may: `mail.send` listed is usable, a
+//! list without it or a 401 is `account`, a 403/404 or an unreadable answer is inconclusive.
+//! The half-open trial is the real request for the first recipient in sandbox mode: SendGrid
+//! validates it and answers 200 without delivering.
 
-use super::http::{HttpClient, HttpReply, class_for_status, refused};
+use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused, refused_with_note, with_note};
 use super::mime::{self, Fields, Mailbox};
-use super::{Outbound, Provider};
+use super::{Outbound, Provider, trial_accepted};
 use crate::config::SendgridConfig;
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
@@ -40,17 +46,13 @@ impl SendgridProvider {
         })
     }
 
-    /// One request for `recipients` (at most [`MAX_RECIPIENTS`]).
-    async fn send_chunk(&self, msg: &Outbound<'_>, recipients: &[String]) -> SendReport {
-        let n = recipients.len();
-        let fields = mime::fields(msg.body, msg.mail_from, recipients);
-        let request = self.http.client.post(&self.send_url).bearer_auth(&self.key).json(&payload(&fields));
-        let mut reply = match self.http.send(request, n).await {
-            Ok(reply) => reply,
-            Err(report) => return report,
-        };
+    /// Posts one `mail/send` body for `n` recipients: the reply (key redacted), or the
+    /// transport failure.
+    async fn post(&self, body: &Value, n: usize) -> Result<HttpReply, SendReport> {
+        let request = self.http.client.post(&self.send_url).bearer_auth(&self.key).json(body);
+        let mut reply = self.http.send(request, n).await?;
         reply.redact(&self.key);
-        classify(&reply, n)
+        Ok(reply)
     }
 }
 
@@ -135,29 +137,33 @@ fn payload(f: &Fields) -> Value {
     Value::Object(body)
 }
 
+/// The body of a synthetic trial: the real request, in sandbox mode (validated, not delivered).
+fn trial_payload(f: &Fields) -> Value {
+    let mut body = payload(f);
+    body["mail_settings"] = json!({"sandbox_mode": {"enable": true}});
+    body
+}
+
 /// The class of a refused request, and what to say about it beyond the body.
 fn failure(status: u16, body: &str) -> (OutcomeClass, Option<&'static str>) {
     // Text before code: the credits message comes under a 401 like a bad key does.
-    if body.to_ascii_lowercase().contains("maximum credits exceeded") {
+    let text = body.to_ascii_lowercase();
+    if text.contains("maximum credits exceeded") {
         return (OutcomeClass::Account, Some("out of credits"));
     }
     match status {
         400 | 413 => (OutcomeClass::BadRequest, None),
         401 => (OutcomeClass::Account, Some("authentication failed (API key invalid or revoked)")),
-        403 => (OutcomeClass::Account, Some("forbidden (key scope, unverified sender identity or IP access)")),
+        // Per sender: other domains may still send through this key.
+        403 if text.contains("verified sender identity") => {
+            (OutcomeClass::SenderUnverified, Some("the sender is not a verified Sender Identity"))
+        }
+        403 => (OutcomeClass::Account, Some("forbidden (key scope or IP access)")),
         429 => (OutcomeClass::RateLimited, None),
         500..=599 => (OutcomeClass::Transient, None),
         // Only called for non-2xx answers: never `accepted`.
         s => (class_for_status(s), None),
     }
-}
-
-fn refused_with_note(class: OutcomeClass, n: usize, reply: &HttpReply, note: Option<&str>) -> SendReport {
-    let mut report = refused(class, n, reply);
-    if let Some(note) = note {
-        report.detail = truncate_detail(&format!("{note}; {}", report.detail));
-    }
-    report
 }
 
 /// Classifies the answer to one `mail/send` request for `n` recipients.
@@ -180,24 +186,23 @@ fn classify(reply: &HttpReply, n: usize) -> SendReport {
 
 /// Classifies the answer to `GET /v3/scopes`.
 fn classify_scopes(reply: &HttpReply) -> ProbeReport {
+    const ENDPOINT: &str = "GET /v3/scopes";
     if (200..300).contains(&reply.status) {
         let scopes = reply.json().and_then(|b| b.get("scopes").and_then(Value::as_array).cloned());
         return match scopes {
             Some(list) if list.iter().any(|s| s.as_str() == Some("mail.send")) => {
-                ProbeReport { failure: None, detail: "API key has the mail.send scope".into() }
+                ProbeReport::usable("API key has the mail.send scope")
             }
-            Some(_) => {
-                ProbeReport { failure: Some(OutcomeClass::Account), detail: "API key lacks the mail.send scope".into() }
-            }
-            None => ProbeReport { failure: Some(OutcomeClass::Transient), detail: reply.detail() },
+            Some(_) => ProbeReport::failed(OutcomeClass::Account, "API key lacks the mail.send scope"),
+            None => probe_fallback(reply, ENDPOINT, ""),
         };
     }
-    let (class, note) = failure(reply.status, &reply.body);
-    let detail = match note {
-        Some(note) => truncate_detail(&format!("{note}; {}", reply.detail())),
-        None => reply.detail(),
-    };
-    ProbeReport { failure: Some(class), detail }
+    if reply.status == 401 {
+        // Any valid key may read its scopes: a 401 is the key itself (or the credits).
+        let (class, note) = failure(reply.status, &reply.body);
+        return ProbeReport::failed(class, with_note(reply.detail(), note));
+    }
+    probe_fallback(reply, ENDPOINT, "allow this host in the key's IP Access Management")
 }
 
 #[async_trait::async_trait]
@@ -206,56 +211,39 @@ impl Provider for SendgridProvider {
         &self.name
     }
 
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
-        let chunks: Vec<&[String]> = msg.recipients.chunks(MAX_RECIPIENTS).collect();
-        if chunks.len() <= 1 {
-            return self.send_chunk(msg, msg.recipients).await;
+    fn max_recipients(&self) -> usize {
+        MAX_RECIPIENTS
+    }
+
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
+        let n = msg.recipients.len();
+        let body = payload(&mime::fields(msg.body, msg.mail_from, msg.recipients));
+        match self.post(&body, n).await {
+            Ok(reply) => classify(&reply, n),
+            Err(report) => report,
         }
-        // More than one request: stop at the first failure; what went through stays delivered,
-        // the rest moves on to the next provider with the failure's class.
-        let mut results = Vec::with_capacity(msg.recipients.len());
-        let mut details = Vec::new();
-        let mut failed: Option<SendReport> = None;
-        for (i, chunk) in chunks.iter().enumerate() {
-            if failed.is_some() {
-                results.extend(std::iter::repeat_n(RecipientResult::NotDone, chunk.len()));
-                continue;
+    }
+
+    /// The request for the first recipient in sandbox mode: 200 means SendGrid would take it.
+    async fn trial(&self, msg: &Outbound<'_>) -> Option<SendReport> {
+        let n = msg.recipients.len();
+        let body = trial_payload(&mime::fields(msg.body, msg.mail_from, &msg.recipients[..n.min(1)]));
+        let report = match self.post(&body, n).await {
+            Ok(reply) if (200..300).contains(&reply.status) => {
+                trial_accepted(n, truncate_detail(&format!("sandbox mode: {}", reply.detail())))
             }
-            let report = self.send_chunk(msg, chunk).await;
-            details.push(format!("request {}/{}: {}", i + 1, chunks.len(), report.detail));
-            results.extend(report.recipients.iter().cloned());
-            if report.class != OutcomeClass::Accepted {
-                failed = Some(report);
-            }
-        }
-        let detail = truncate_detail(&details.join("; "));
-        match failed {
-            None => SendReport {
-                class: OutcomeClass::Accepted,
-                detail,
-                recipients: results,
-                retry_after: None,
-                possible_duplicate: false,
-            },
-            Some(f) => SendReport {
-                class: f.class,
-                detail,
-                recipients: results,
-                retry_after: f.retry_after,
-                possible_duplicate: f.possible_duplicate,
-            },
-        }
+            Ok(reply) => classify(&reply, n),
+            Err(report) => report,
+        };
+        Some(report)
     }
 
     /// `GET /v3/scopes`: the key works and may send mail.
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.get(&self.scopes_url).bearer_auth(&self.key);
-        match self.http.send(request, 0).await {
-            Ok(mut reply) => {
-                reply.redact(&self.key);
-                classify_scopes(&reply)
-            }
-            Err(report) => ProbeReport { failure: Some(report.class), detail: report.detail },
+        match self.http.probe(request, &[&self.key]).await {
+            Ok(reply) => classify_scopes(&reply),
+            Err(report) => report,
         }
     }
 }
@@ -263,6 +251,7 @@ impl Provider for SendgridProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::RecipientResult;
     use reqwest::header::{HeaderMap, HeaderValue};
 
     fn reply(status: u16, body: &str) -> HttpReply {
@@ -333,9 +322,10 @@ mod tests {
             (401, r#"{"errors":["Maximum credits exceeded"],"message":"error"}"#, OutcomeClass::Account),
             (
                 403,
-                r#"{"errors":[{"message":"The from address does not match a verified Sender Identity."}]}"#,
-                OutcomeClass::Account,
+                r#"{"errors":[{"message":"The from address does not match a verified Sender Identity. Mail cannot be sent until this error is resolved. Visit https://sendgrid.com/docs/for-developers/sending-email/sender-identity/ to see the Sender Identity requirements","field":"from","help":null}]}"#,
+                OutcomeClass::SenderUnverified,
             ),
+            (403, r#"{"errors":[{"message":"access forbidden","field":null,"help":null}]}"#, OutcomeClass::Account),
             (413, "", OutcomeClass::BadRequest),
             (429, r#"{"errors":[{"message":"too many requests"}]}"#, OutcomeClass::RateLimited),
             (500, "", OutcomeClass::Transient),
@@ -353,12 +343,38 @@ mod tests {
 
     #[test]
     fn scopes_probe() {
-        assert_eq!(classify_scopes(&reply(200, r#"{"scopes":["mail.send","alerts.read"]}"#)).failure, None);
-        assert_eq!(classify_scopes(&reply(200, r#"{"scopes":["alerts.read"]}"#)).failure, Some(OutcomeClass::Account));
-        assert_eq!(
-            classify_scopes(&reply(401, r#"{"errors":[{"message":"bad key"}]}"#)).failure,
-            Some(OutcomeClass::Account)
-        );
-        assert_eq!(classify_scopes(&reply(200, "<html>")).failure, Some(OutcomeClass::Transient));
+        use crate::health::ProbeVerdict::{Failed, Inconclusive, Usable};
+        let cases = [
+            (200, r#"{"scopes":["mail.send","alerts.read"]}"#, Usable),
+            (200, r#"{"scopes":["alerts.read"]}"#, Failed(OutcomeClass::Account)),
+            (
+                401,
+                r#"{"errors":[{"message":"authorization required","field":null,"help":null}]}"#,
+                Failed(OutcomeClass::Account),
+            ),
+            (401, r#"{"errors":[{"message":"Maximum credits exceeded"}]}"#, Failed(OutcomeClass::Account)),
+            (403, r#"{"errors":[{"message":"access forbidden","field":null,"help":null}]}"#, Inconclusive),
+            (404, "<html>not found</html>", Inconclusive),
+            (200, "<html>captive portal</html>", Inconclusive),
+            (429, r#"{"errors":[{"message":"too many requests"}]}"#, Inconclusive),
+            (500, "", Failed(OutcomeClass::Transient)),
+            (503, "<html>unavailable</html>", Failed(OutcomeClass::Transient)),
+        ];
+        for (status, body, verdict) in cases {
+            let report = classify_scopes(&reply(status, body));
+            assert_eq!(report.verdict, verdict, "{status} {body}: {}", report.detail);
+            assert!(!report.detail.is_empty());
+        }
+        assert!(classify_scopes(&reply(403, "{}")).detail.contains("probe = false"));
+        assert!(classify_scopes(&reply(401, "{}")).detail.starts_with("authentication failed"));
+    }
+
+    #[test]
+    fn the_trial_is_the_real_request_in_sandbox_mode() {
+        let raw = b"From: app@example.com\r\nTo: a@example.net\r\nSubject: t\r\n\r\nhello\r\n";
+        let body = trial_payload(&mime::fields(raw, "app@example.com", &["a@example.net".to_string()]));
+        assert_eq!(body["mail_settings"], json!({"sandbox_mode": {"enable": true}}));
+        assert_eq!(body["personalizations"][0]["to"], json!([{"email": "a@example.net"}]));
+        assert_eq!(body["subject"], "t");
     }
 }

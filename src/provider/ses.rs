@@ -5,12 +5,20 @@
 //! any I/O); otherwise the standard AWS chain (env, profile, web identity, IMDS), loaded on first
 //! use because loading it is async. SDK retries are off: Baton's failover decides what happens
 //! after a failure. The SDK's typed errors (type from `x-amzn-ErrorType` or `__type`) drive the
-//! classification, then the message text, then the HTTP status.
+//! classification, then the message text, then the HTTP status. An unverified sender identity
+//! (`MailFromDomainNotVerifiedException`, `MessageRejected` "Email address is not verified" /
+//! "Did not have authority to send from") is `sender_unverified`: other domains keep SES.
+//! At most 50 recipients go in one `SendEmail` (the shared batching in [`super::send`]).
+//!
+//! The probe is `GetAccount`. Sending-only keys may not call it: a permission error, a missing
+//! operation or an answer the SDK cannot read is inconclusive and says what to grant; a rejected
+//! key, a paused, shut-down or out-of-quota account is `account`; no answer or a 5xx is
+//! `transient`.
 
-use super::{Outbound, Provider};
+use super::{Outbound, Provider, probe_failure};
 use crate::config::SesConfig;
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sesv2 as sesv2;
 use sesv2::config::retry::RetryConfig;
@@ -55,17 +63,23 @@ fn timeouts(timeout: Duration) -> TimeoutConfig {
         .build()
 }
 
+/// An error type without its qualification: the type may come as `com.amazon…#Type` or with a
+/// URL suffix (`Type:http://…`).
+fn bare_code(code: &str) -> &str {
+    code.rsplit('#').next().unwrap_or(code).split(':').next().unwrap_or(code)
+}
+
+/// `MessageRejected` texts that name the sender's identity (SES, and moto's emulation).
+const SENDER_TEXTS: [&str; 2] = ["is not verified", "did not have authority to send from"];
+
 /// The class of an SES error from its type (`code`), its text and the HTTP status.
 fn classify(code: Option<&str>, message: &str, status: u16) -> OutcomeClass {
     let text = message.to_ascii_lowercase();
-    // The type may come qualified (`com.amazon…#Type`) or with a URL suffix (`Type:http://…`).
-    let code = code.map(|c| c.rsplit('#').next().unwrap_or(c).split(':').next().unwrap_or(c));
-    match code.unwrap_or_default() {
-        "AccountSuspendedException" | "SendingPausedException" | "MailFromDomainNotVerifiedException" => {
-            OutcomeClass::Account
-        }
-        // Sandbox: the recipient (or sender) is not a verified identity.
-        "MessageRejected" if text.contains("not verified") => OutcomeClass::Account,
+    match code.map(bare_code).unwrap_or_default() {
+        "AccountSuspendedException" | "SendingPausedException" => OutcomeClass::Account,
+        "MailFromDomainNotVerifiedException" => OutcomeClass::SenderUnverified,
+        // "Email address is not verified. The following identities failed the check…"
+        "MessageRejected" if SENDER_TEXTS.iter().any(|t| text.contains(t)) => OutcomeClass::SenderUnverified,
         "MessageRejected" if text.contains("suspended") => OutcomeClass::Account,
         "MessageRejected" => OutcomeClass::BadRequest,
         "TooManyRequestsException" | "ThrottlingException" | "Throttling" | "LimitExceededException"
@@ -244,8 +258,8 @@ impl SesProvider {
             .fold(text, |t, s| if t.contains(s.as_str()) { t.replace(s.as_str(), "[redacted]") } else { t })
     }
 
-    /// One `SendEmail` for `recipients`: the provider's message id, or the failure.
-    async fn send_one(&self, msg: &Outbound<'_>, recipients: &[String]) -> Result<Option<String>, Failure> {
+    /// One `SendEmail` for the message's recipients: the provider's message id, or the failure.
+    async fn send_one(&self, msg: &Outbound<'_>) -> Result<Option<String>, Failure> {
         let client = self.client().await;
         let raw = RawMessage::builder().data(Blob::new(msg.body)).build().map_err(|e| Failure {
             class: OutcomeClass::BadRequest,
@@ -256,7 +270,7 @@ impl SesProvider {
         let request = client
             .send_email()
             .from_email_address(msg.mail_from)
-            .destination(Destination::builder().set_to_addresses(Some(recipients.to_vec())).build())
+            .destination(Destination::builder().set_to_addresses(Some(msg.recipients.to_vec())).build())
             .content(EmailContent::builder().raw(raw).build())
             .set_configuration_set_name(self.configuration_set.clone());
         let outcome = tokio::time::timeout(self.timeout + Duration::from_secs(1), request.send()).await;
@@ -283,46 +297,25 @@ impl Provider for SesProvider {
         &self.name
     }
 
-    /// One `SendEmail` per 50 recipients, the raw message untouched; the envelope recipients go
-    /// in `Destination.ToAddresses` (SES delivers to the destination, the headers stay as they are).
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+    fn max_recipients(&self) -> usize {
+        MAX_RECIPIENTS
+    }
+
+    /// One `SendEmail`, the raw message untouched; the envelope recipients go in
+    /// `Destination.ToAddresses` (SES delivers to the destination, the headers stay as they are).
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
         let n = msg.recipients.len();
         let Ok(_slot) = self.slots.acquire().await else {
             return SendReport::failed(OutcomeClass::Transient, n, "provider closed");
         };
-        let mut results = vec![RecipientResult::NotDone; n];
-        let mut detail = String::new();
-        let all: Vec<usize> = (0..n).collect();
-        for chunk in all.chunks(MAX_RECIPIENTS) {
-            let recipients: Vec<String> = chunk.iter().map(|&i| msg.recipients[i].clone()).collect();
-            match self.send_one(msg, &recipients).await {
-                Ok(id) => {
-                    detail = match &id {
-                        Some(id) => format!("accepted: MessageId {id}"),
-                        None => "accepted (no MessageId in the answer)".into(),
-                    };
-                    for &i in chunk {
-                        results[i] = RecipientResult::Delivered { provider_message_id: id.clone() };
-                    }
-                }
-                Err(f) => {
-                    let failure = SendReport {
-                        class: f.class,
-                        detail: self.scrub(f.detail),
-                        recipients: Vec::new(),
-                        retry_after: f.retry_after,
-                        possible_duplicate: f.possible_duplicate,
-                    };
-                    return failure.after_batches(results);
-                }
-            }
-        }
-        SendReport {
-            class: OutcomeClass::Accepted,
-            detail,
-            recipients: results,
-            retry_after: None,
-            possible_duplicate: false,
+        match self.send_one(msg).await {
+            Ok(Some(id)) => SendReport::delivered(n, Some(id.clone()), format!("accepted: MessageId {id}")),
+            Ok(None) => SendReport::delivered(n, None, "accepted (no MessageId in the answer)"),
+            Err(f) => SendReport {
+                retry_after: f.retry_after,
+                possible_duplicate: f.possible_duplicate,
+                ..SendReport::failed(f.class, n, self.scrub(f.detail))
+            },
         }
     }
 
@@ -333,44 +326,88 @@ impl Provider for SesProvider {
         let out = match tokio::time::timeout(self.timeout + Duration::from_secs(1), client.get_account().send()).await {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => {
-                let f = failure_from(&e, self.timeout);
-                let class = if f.class == OutcomeClass::Accepted { OutcomeClass::Transient } else { f.class };
-                return ProbeReport { failure: Some(class), detail: self.scrub(f.detail) };
+                let code = e.code().map(str::to_string);
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let mut f = failure_from(&e, self.timeout);
+                f.detail = self.scrub(f.detail);
+                return probe_error(code.as_deref(), status, f);
             }
             Err(_) => {
-                return ProbeReport {
-                    failure: Some(OutcomeClass::Transient),
-                    detail: format!("timed out after {:?}", self.timeout),
-                };
+                return ProbeReport::failed(OutcomeClass::Transient, format!("timed out after {:?}", self.timeout));
             }
         };
-        let enforcement = out.enforcement_status().unwrap_or("UNKNOWN");
-        let mut notes = vec![format!("enforcement {enforcement}")];
-        if !out.production_access_enabled() {
-            notes.push("sandbox (no production access)".into());
+        let quota = out.send_quota().map(|q| (q.sent_last24_hours(), q.max24_hour_send()));
+        account_verdict(&Account {
+            sending_enabled: out.sending_enabled(),
+            enforcement: out.enforcement_status().unwrap_or("UNKNOWN"),
+            production: out.production_access_enabled(),
+            quota,
+        })
+    }
+}
+
+/// What `GetAccount` says about sending.
+struct Account<'a> {
+    sending_enabled: bool,
+    enforcement: &'a str,
+    production: bool,
+    /// (sent in the last 24 hours, 24-hour maximum).
+    quota: Option<(f64, f64)>,
+}
+
+/// The verdict on a `GetAccount` answer.
+fn account_verdict(a: &Account<'_>) -> ProbeReport {
+    let mut notes = vec![format!("enforcement {}", a.enforcement)];
+    if !a.production {
+        notes.push("sandbox (no production access)".into());
+    }
+    if let Some((sent, max)) = a.quota {
+        notes.push(format!("sent {sent}/{max} in 24h"));
+    }
+    let problem = if !a.sending_enabled {
+        Some("sending paused (SendingEnabled false)")
+    } else if a.enforcement.eq_ignore_ascii_case("SHUTDOWN") {
+        Some("account shut down")
+    } else if a.quota.is_some_and(|(sent, max)| max > 0.0 && sent >= max) {
+        Some("daily quota used up")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => {
+            notes.insert(0, problem.into());
+            ProbeReport::failed(OutcomeClass::Account, truncate_detail(&notes.join("; ")))
         }
-        if let Some(q) = out.send_quota() {
-            notes.push(format!("sent {}/{} in 24h", q.sent_last24_hours(), q.max24_hour_send()));
-        }
-        let failure = if !out.sending_enabled() {
-            notes.insert(0, "sending paused (SendingEnabled false)".into());
-            Some(OutcomeClass::Account)
-        } else if enforcement.eq_ignore_ascii_case("SHUTDOWN") {
-            notes.insert(0, "account shut down".into());
-            Some(OutcomeClass::Account)
-        } else if out
-            .send_quota()
-            .is_some_and(|q| q.max24_hour_send() > 0.0 && q.sent_last24_hours() >= q.max24_hour_send())
-        {
-            notes.insert(0, "daily quota used up".into());
-            Some(OutcomeClass::Account)
-        } else {
-            if enforcement.eq_ignore_ascii_case("PROBATION") {
+        None => {
+            if a.enforcement.eq_ignore_ascii_case("PROBATION") {
                 notes.insert(0, "on probation: still sending".into());
             }
-            None
-        };
-        ProbeReport { failure, detail: truncate_detail(&notes.join("; ")) }
+            ProbeReport::usable(truncate_detail(&notes.join("; ")))
+        }
+    }
+}
+
+/// The verdict on a failed `GetAccount`: error type `code`, HTTP `status` when an answer came,
+/// and the failure as a send would classify it.
+fn probe_error(code: Option<&str>, status: Option<u16>, f: Failure) -> ProbeReport {
+    let code = code.map(bare_code);
+    let cannot_judge =
+        |why: &str| ProbeReport::inconclusive(truncate_detail(&format!("GetAccount: {why} ({})", f.detail)));
+    match (code, status) {
+        (Some(c @ ("AccessDeniedException" | "AccessDenied" | "NotAuthorized" | "UnauthorizedOperation")), _) => {
+            cannot_judge(&format!(
+                "{c} — the key may send but cannot read the account; grant ses:GetAccount to this key, or set probe = false"
+            ))
+        }
+        (Some("UnknownOperationException"), _) | (_, Some(404)) => {
+            cannot_judge("the endpoint has no GetAccount — check region and endpoint, or set probe = false")
+        }
+        // An answer the SDK could not read (no error type): nothing to judge, unless the
+        // status alone says the service is failing.
+        (None, Some(status)) if status < 500 => {
+            cannot_judge("an answer the SDK cannot read — check the endpoint, or set probe = false")
+        }
+        _ => probe_failure(f.class, f.detail),
     }
 }
 
@@ -387,12 +424,24 @@ mod tests {
             OutcomeClass::Account
         );
         assert_eq!(c("com.amazonaws.sesv2#SendingPausedException", "", 400), OutcomeClass::Account);
-        assert_eq!(c("MailFromDomainNotVerifiedException", "", 400), OutcomeClass::Account);
+        assert_eq!(
+            c("MailFromDomainNotVerifiedException", "MAIL FROM domain not verified.", 400),
+            OutcomeClass::SenderUnverified
+        );
         assert_eq!(c("MessageRejected", "Illegal header", 400), OutcomeClass::BadRequest);
         assert_eq!(
-            c("MessageRejected", "Email address is not verified. The following identities failed the check", 400),
-            OutcomeClass::Account
+            c(
+                "MessageRejected",
+                "Email address is not verified. The following identities failed the check in region EU-WEST-1: app@example.com",
+                400
+            ),
+            OutcomeClass::SenderUnverified
         );
+        assert_eq!(
+            c("MessageRejected", "Did not have authority to send from email app@example.com", 400),
+            OutcomeClass::SenderUnverified
+        );
+        assert_eq!(c("MessageRejected", "Sending suspended for this account.", 400), OutcomeClass::Account);
         assert_eq!(c("TooManyRequestsException", "Maximum sending rate exceeded.", 429), OutcomeClass::RateLimited);
         assert_eq!(c("TooManyRequestsException", "Daily message quota exceeded.", 429), OutcomeClass::Account);
         assert_eq!(c("ThrottlingException", "Rate exceeded", 400), OutcomeClass::RateLimited);
@@ -410,5 +459,77 @@ mod tests {
         assert_eq!(c("SomethingNew", "", 400), OutcomeClass::BadRequest);
         assert_eq!(c("SomethingNew", "", 403), OutcomeClass::Account);
         assert_eq!(classify(None, "", 429), OutcomeClass::RateLimited);
+    }
+
+    fn failure(class: OutcomeClass, detail: &str) -> Failure {
+        Failure { class, detail: detail.into(), retry_after: None, possible_duplicate: false }
+    }
+
+    #[test]
+    fn probe_errors() {
+        use crate::health::ProbeVerdict::{Failed, Inconclusive};
+        let verdict = |code: Option<&str>, status: Option<u16>| {
+            let class = match (code, status) {
+                (Some(c), Some(s)) => classify(Some(c), "", s),
+                (None, Some(s)) => crate::provider::http::class_for_status(s),
+                (_, None) => OutcomeClass::Transient,
+            };
+            probe_error(code, status, failure(class, "raw detail"))
+        };
+        let cases = [
+            (Some("AccessDeniedException"), Some(403), Inconclusive),
+            (Some("AccessDenied"), Some(403), Inconclusive),
+            (Some("NotAuthorized"), Some(403), Inconclusive),
+            (Some("UnauthorizedOperation"), Some(403), Inconclusive),
+            (Some("AccessDeniedException:http://internal.amazon.com/coral/com.amazon.sesv2/"), Some(403), Inconclusive),
+            (Some("UnknownOperationException"), Some(400), Inconclusive),
+            (Some("NotFoundException"), Some(404), Inconclusive),
+            (None, Some(404), Inconclusive),
+            (None, Some(200), Inconclusive),
+            (None, Some(400), Inconclusive),
+            (Some("ThrottlingException"), Some(429), Inconclusive),
+            (Some("InvalidClientTokenId"), Some(403), Failed(OutcomeClass::Account)),
+            (Some("SignatureDoesNotMatch"), Some(403), Failed(OutcomeClass::Account)),
+            (Some("UnrecognizedClientException"), Some(403), Failed(OutcomeClass::Account)),
+            (Some("UnrecognizedClient"), Some(403), Failed(OutcomeClass::Account)),
+            (Some("AccountSuspendedException"), Some(400), Failed(OutcomeClass::Account)),
+            (Some("InternalFailure"), Some(500), Failed(OutcomeClass::Transient)),
+            (None, Some(502), Failed(OutcomeClass::Transient)),
+            (None, None, Failed(OutcomeClass::Transient)),
+        ];
+        for (code, status, expected) in cases {
+            let report = verdict(code, status);
+            assert_eq!(report.verdict, expected, "{code:?} {status:?}: {}", report.detail);
+            assert!(report.detail.contains("raw detail"), "{}", report.detail);
+        }
+        let denied = verdict(Some("AccessDeniedException"), Some(403)).detail;
+        assert!(
+            denied.starts_with("GetAccount: AccessDeniedException — the key may send but cannot read the account; grant ses:GetAccount to this key, or set probe = false"),
+            "{denied}"
+        );
+        // Credentials that cannot be loaded are the operator's to fix: account.
+        let report = probe_error(None, None, failure(OutcomeClass::Account, "no credentials"));
+        assert_eq!(report.verdict, Failed(OutcomeClass::Account));
+    }
+
+    #[test]
+    fn account_answers() {
+        use crate::health::ProbeVerdict::{Failed, Usable};
+        let account =
+            |sending_enabled, enforcement, quota| Account { sending_enabled, enforcement, production: true, quota };
+        let cases = [
+            (account(true, "HEALTHY", Some((12.0, 50000.0))), Usable, "HEALTHY"),
+            (account(true, "PROBATION", None), Usable, "probation"),
+            (account(false, "HEALTHY", None), Failed(OutcomeClass::Account), "paused"),
+            (account(true, "SHUTDOWN", None), Failed(OutcomeClass::Account), "shut down"),
+            (account(true, "HEALTHY", Some((200.0, 200.0))), Failed(OutcomeClass::Account), "quota used up"),
+        ];
+        for (a, verdict, text) in cases {
+            let report = account_verdict(&a);
+            assert_eq!(report.verdict, verdict, "{}", report.detail);
+            assert!(report.detail.contains(text), "{}", report.detail);
+        }
+        let sandbox = Account { production: false, ..account(true, "HEALTHY", None) };
+        assert!(account_verdict(&sandbox).detail.contains("sandbox"));
     }
 }

@@ -4,10 +4,17 @@
 //! because the transport stops at the first refused RCPT and hides per-recipient replies, which
 //! Baton needs to tell "bad recipient" from "bad provider". For the same reason the small idle
 //! connection pool below is ours: lettre's pool is tied to its transport.
+//!
+//! Replies are classified by [`super::smtp_classify`] (text before code: account blocks behind
+//! 4xx codes, unverified senders at any code). A relay's "too many recipients" sends the rest in
+//! another transaction of the same attempt; a failure after some recipients went through keeps
+//! its class, so health sees it, and those recipients stay delivered. The probe is connect,
+//! EHLO, STARTTLS, AUTH, QUIT; the half-open trial goes one step further (MAIL FROM, RCPT TO the
+//! first recipient, RSET, QUIT) and sends nothing.
 
 use super::smtp_classify::{Stage, classify, is_too_many_recipients};
 use super::smtp_stream;
-use super::{Outbound, Provider};
+use super::{Outbound, Provider, probe_failure, trial_accepted};
 use crate::config::{SmtpProviderConfig, TlsMode};
 use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
@@ -20,7 +27,7 @@ use std::error::Error as _;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Idle connections older than this are closed instead of reused.
 const MAX_IDLE: Duration = Duration::from_secs(60);
@@ -140,6 +147,18 @@ impl SmtpProvider {
         Ok(conn)
     }
 
+    /// A connection slot (at most `max_connections` sessions at once).
+    async fn slot(&self) -> Result<SemaphorePermit<'_>, Failure> {
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| Failure { class: OutcomeClass::Transient, detail: "provider closed".into() })
+    }
+
+    fn timed_out(&self, stage: Stage) -> String {
+        format!("timed out after {:?} waiting for {} reply", self.timeout, stage.as_str())
+    }
+
     async fn checkout(&self, stage: &mut Stage) -> Result<AsyncSmtpConnection, Failure> {
         loop {
             let candidate = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -172,35 +191,14 @@ impl SmtpProvider {
         stage: &mut Stage,
         results: &mut [RecipientResult],
     ) -> Result<String, Failure> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| Failure { class: OutcomeClass::Transient, detail: "provider closed".into() })?;
+        let _slot = self.slot().await?;
         let mut conn = self.checkout(stage).await?;
-        let from = Address::from_str(msg.mail_from)
-            .map_err(|e| Failure { class: OutcomeClass::BadRequest, detail: format!("invalid sender address: {e}") })?;
-        let mut params = Vec::new();
-        if !msg.body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        let needs_utf8 = !msg.mail_from.is_ascii() || msg.recipients.iter().any(|r| !r.is_ascii());
-        if needs_utf8 {
-            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-                return Err(Failure {
-                    class: OutcomeClass::BadRequest,
-                    detail: "relay does not support SMTPUTF8 for non-ASCII addresses".into(),
-                });
-            }
-            params.push(MailParameter::SmtpUtfEight);
-        }
+        let mail = envelope_from(&conn, msg)?;
         let mut remaining: Vec<usize> = (0..msg.recipients.len()).collect();
         let mut last_detail = String::new();
         while !remaining.is_empty() {
             *stage = Stage::Mail;
-            conn.command(Mail::new(Some(from.clone()), params.clone()))
-                .await
-                .map_err(|e| failure_from(Stage::Mail, &e))?;
+            conn.command(mail.clone()).await.map_err(|e| failure_from(Stage::Mail, &e))?;
             *stage = Stage::Rcpt;
             let mut accepted = Vec::new();
             let mut deferred = Vec::new();
@@ -265,6 +263,53 @@ impl SmtpProvider {
         self.checkin(conn);
         Ok(last_detail)
     }
+
+    /// A trial: on a fresh connection (connect, EHLO, STARTTLS and AUTH as for a send), MAIL
+    /// FROM the sender and RCPT TO the first recipient, then RSET and QUIT: the relay judges the
+    /// envelope and nothing is sent.
+    async fn rehearse(&self, msg: &Outbound<'_>, stage: &mut Stage) -> Result<String, Failure> {
+        let _slot = self.slot().await?;
+        let mut conn = self.connect(stage).await?;
+        let mail = envelope_from(&conn, msg)?;
+        *stage = Stage::Mail;
+        let mut reply = conn.command(mail).await.map_err(|e| failure_from(Stage::Mail, &e))?;
+        if let Some(first) = msg.recipients.first() {
+            *stage = Stage::Rcpt;
+            let rcpt = Address::from_str(first).map_err(|e| Failure {
+                class: OutcomeClass::RecipientRejected,
+                detail: truncate_detail(&format!("invalid address: {e}")),
+            })?;
+            reply = conn.command(Rcpt::new(rcpt, vec![])).await.map_err(|e| failure_from(Stage::Rcpt, &e))?;
+        }
+        let judged = *stage;
+        let _ = conn.command(Rset).await;
+        let _ = conn.quit().await;
+        let text: Vec<&str> = reply.message().collect();
+        let code = u16::from(reply.code());
+        Ok(truncate_detail(&format!("trial: {} {code} {}; reset, nothing sent", judged.as_str(), text.join(" "))))
+    }
+}
+
+/// The MAIL FROM command for `msg` on `conn`: 8BITMIME for an 8-bit body (when offered),
+/// SMTPUTF8 for non-ASCII addresses (required: without it they cannot go through this relay).
+fn envelope_from(conn: &AsyncSmtpConnection, msg: &Outbound<'_>) -> Result<Mail, Failure> {
+    let from = Address::from_str(msg.mail_from)
+        .map_err(|e| Failure { class: OutcomeClass::BadRequest, detail: format!("invalid sender address: {e}") })?;
+    let mut params = Vec::new();
+    if !msg.body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let needs_utf8 = !msg.mail_from.is_ascii() || msg.recipients.iter().any(|r| !r.is_ascii());
+    if needs_utf8 {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(Failure {
+                class: OutcomeClass::BadRequest,
+                detail: "relay does not support SMTPUTF8 for non-ASCII addresses".into(),
+            });
+        }
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    Ok(Mail::new(Some(from), params))
 }
 
 #[async_trait::async_trait]
@@ -279,17 +324,14 @@ impl Provider for SmtpProvider {
         match tokio::time::timeout(self.timeout, self.connect(&mut stage)).await {
             Ok(Ok(mut conn)) => {
                 let _ = conn.quit().await;
-                ProbeReport { failure: None, detail: format!("{}:{} answered", self.host, self.port) }
+                ProbeReport::usable(format!("{}:{} answered", self.host, self.port))
             }
-            Ok(Err(f)) => ProbeReport { failure: Some(f.class), detail: f.detail },
-            Err(_) => ProbeReport {
-                failure: Some(OutcomeClass::Transient),
-                detail: format!("timed out after {:?} waiting for {} reply", self.timeout, stage.as_str()),
-            },
+            Ok(Err(f)) => probe_failure(f.class, f.detail),
+            Err(_) => ProbeReport::failed(OutcomeClass::Transient, self.timed_out(stage)),
         }
     }
 
-    async fn send(&self, msg: &Outbound<'_>) -> SendReport {
+    async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
         let mut results = vec![RecipientResult::NotDone; msg.recipients.len()];
         let mut stage = Stage::Connect;
         let outcome = tokio::time::timeout(self.timeout, self.transact(msg, &mut stage, &mut results)).await;
@@ -297,21 +339,14 @@ impl Provider for SmtpProvider {
         let (failure, detail) = match outcome {
             Ok(Ok(detail)) => (None, detail),
             Ok(Err(f)) => (Some(f.class), f.detail),
-            Err(_) => (
-                Some(OutcomeClass::Transient),
-                format!("timed out after {:?} waiting for {} reply", self.timeout, stage.as_str()),
-            ),
+            Err(_) => (Some(OutcomeClass::Transient), self.timed_out(stage)),
         };
         let delivered = results.iter().any(|r| matches!(r, RecipientResult::Delivered { .. }));
         let rejected = results.iter().any(|r| matches!(r, RecipientResult::Rejected { .. }));
         let class = match failure {
-            // Some recipients went through before the failure: report what happened to them,
-            // and the failure class so the rest moves on to the next provider.
-            Some(class) if !delivered => class,
-            Some(class) => {
-                tracing::debug!(provider = %self.name, class = class.as_str(), "failure after partial delivery");
-                OutcomeClass::Accepted
-            }
+            // Recipients that went through before the failure stay delivered; the class is the
+            // failure's, so health sees it and the rest moves on to the next provider.
+            Some(class) => class,
             None if delivered => OutcomeClass::Accepted,
             None if rejected => OutcomeClass::RecipientRejected,
             None => OutcomeClass::Transient,
@@ -324,5 +359,17 @@ impl Provider for SmtpProvider {
             // Timed out after the data went out: the relay may have queued it anyway.
             possible_duplicate: timed_out && stage == Stage::Body,
         }
+    }
+
+    /// MAIL FROM + RCPT TO the first recipient, then RSET: the relay judges the envelope.
+    async fn trial(&self, msg: &Outbound<'_>) -> Option<SendReport> {
+        let n = msg.recipients.len();
+        let mut stage = Stage::Connect;
+        let report = match tokio::time::timeout(self.timeout, self.rehearse(msg, &mut stage)).await {
+            Ok(Ok(detail)) => trial_accepted(n, detail),
+            Ok(Err(f)) => SendReport::failed(f.class, n, f.detail),
+            Err(_) => SendReport::failed(OutcomeClass::Transient, n, self.timed_out(stage)),
+        };
+        Some(report)
     }
 }

@@ -1,6 +1,8 @@
 //! Classification of SMTP replies into outcome classes, following the "Generic SMTP relays"
 //! table of `shared/providers.md`. Text wins over codes: providers put account problems
-//! behind 4xx codes ("451 Authentication failed: Maximum credits exceeded").
+//! behind 4xx codes ("451 Authentication failed: Maximum credits exceeded"), and a sender
+//! identity the relay does not know ("554 Message rejected: Email address is not verified.",
+//! SES's SMTP interface) is `sender_unverified` at any code and stage.
 
 use crate::outcome::OutcomeClass;
 
@@ -31,6 +33,9 @@ impl Stage {
     }
 }
 
+/// Texts that say the envelope sender is not a verified identity at this relay.
+const SENDER_TEXTS: [&str; 3] =
+    ["address is not verified", "not a verified sender", "did not have authority to send from"];
 const ACCOUNT_TEXTS: [&str; 6] =
     ["suspended", "not allowed to send", "credits exceeded", "quota exceeded", "account disabled", "sending paused"];
 const RATE_TEXTS: [&str; 4] = ["rate exceeded", "throttl", "rate limit", "too many messages"];
@@ -56,6 +61,9 @@ pub fn is_too_many_recipients(code: u16, text: &str) -> bool {
 /// Classifies a negative SMTP reply `code text` received at `stage`.
 pub fn classify(stage: Stage, code: u16, text: &str) -> OutcomeClass {
     let lower = text.to_ascii_lowercase();
+    if SENDER_TEXTS.iter().any(|t| lower.contains(t)) {
+        return OutcomeClass::SenderUnverified;
+    }
     if ACCOUNT_TEXTS.iter().any(|t| lower.contains(t)) {
         return OutcomeClass::Account;
     }
@@ -119,6 +127,20 @@ mod tests {
         assert_eq!(classify(Stage::Body, 554, "Message rejected: Sending suspended for this account."), Account);
         assert_eq!(classify(Stage::Body, 454, "Throttling failure: Daily message quota exceeded."), Account);
         assert_eq!(classify(Stage::Mail, 550, "Unauthenticated senders not allowed"), Account);
+        // Sender identity.
+        assert_eq!(
+            classify(
+                Stage::Body,
+                554,
+                "Message rejected: Email address is not verified. The following identities failed the check in region US-EAST-1: app@example.com"
+            ),
+            SenderUnverified
+        );
+        assert_eq!(classify(Stage::Mail, 553, "5.7.1 <app@example.com>: not a verified sender"), SenderUnverified);
+        assert_eq!(
+            classify(Stage::Rcpt, 550, "5.7.1 Did not have authority to send from email app@example.com"),
+            SenderUnverified
+        );
         // Rate limits.
         assert_eq!(classify(Stage::Body, 454, "Throttling failure: Maximum sending rate exceeded."), RateLimited);
         assert_eq!(classify(Stage::Mail, 450, "4.7.0 rate limit reached, slow down"), RateLimited);

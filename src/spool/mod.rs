@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BODY: TableDefinition<&str, &[u8]> = TableDefinition::new("body");
 const IDEMPOTENCY: TableDefinition<&str, &str> = TableDefinition::new("idempotency");
+/// Per provider: the health state that survives a restart (bytes owned by `health::saved`).
+const PROVIDER_HEALTH: TableDefinition<&str, &[u8]> = TableDefinition::new("provider_health");
 
 /// Idempotency keys are honoured for this long.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
@@ -69,6 +71,12 @@ enum Op {
         entries: Vec<(String, Option<String>)>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
+    /// Stores (or, with `None`, removes) a provider's saved health.
+    SaveHealth {
+        provider: String,
+        value: Option<Vec<u8>>,
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
 }
 
 impl Op {
@@ -77,6 +85,7 @@ impl Op {
             Op::Insert { meta, body, .. } => meta.len() + body.len(),
             Op::Update { meta, .. } => meta.len(),
             Op::Remove { entries, .. } => entries.len() * 64,
+            Op::SaveHealth { value, .. } => value.as_ref().map_or(0, Vec::len),
         }
     }
 }
@@ -95,6 +104,8 @@ pub struct Recovered {
     pub pending: Vec<PendingEntry>,
     /// Finished messages kept for status queries: (id, completed at ms, idempotency key).
     pub completed: Vec<(String, u64, Option<String>)>,
+    /// Saved provider health, per provider name (see `health::saved`).
+    pub provider_health: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Spool {
@@ -129,9 +140,10 @@ impl Spool {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(BODY).map_err(storage)?;
             txn.open_table(IDEMPOTENCY).map_err(storage)?;
+            txn.open_table(PROVIDER_HEALTH).map_err(storage)?;
             txn.commit().map_err(storage)?;
         }
-        let mut recovered = Recovered { pending: Vec::new(), completed: Vec::new() };
+        let mut recovered = Recovered { pending: Vec::new(), completed: Vec::new(), provider_health: Vec::new() };
         let mut bytes = 0;
         {
             let txn = db.begin_read().map_err(storage)?;
@@ -157,6 +169,11 @@ impl Spool {
                         created_ms: record.created_ms,
                     });
                 }
+            }
+            let health = txn.open_table(PROVIDER_HEALTH).map_err(storage)?;
+            for entry in health.iter().map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                recovered.provider_health.push((k.value().to_string(), v.value().to_vec()));
             }
         }
         let db = Arc::new(db);
@@ -246,6 +263,14 @@ impl Spool {
         rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 
+    /// Stores a provider's saved health (`None`: nothing to keep, remove it). Returns once it
+    /// is on disk, like every other write.
+    pub async fn save_provider_health(&self, provider: &str, value: Option<Vec<u8>>) -> Result<(), SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::SaveHealth { provider: provider.to_string(), value, reply })?;
+        rx.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
     /// Reads a message record (blocking; call from `spawn_blocking` on hot paths).
     pub fn get(&self, id: &str) -> Result<Option<MessageRecord>, SpoolError> {
         let txn = self.db.begin_read().map_err(storage)?;
@@ -313,7 +338,9 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Op>, metrics: &Metrics) {
                         (Op::Insert { reply, .. }, Done::Inserted(r)) => {
                             let _ = reply.send(Ok(r));
                         }
-                        (Op::Update { reply, .. }, _) | (Op::Remove { reply, .. }, _) => {
+                        (Op::Update { reply, .. }, _)
+                        | (Op::Remove { reply, .. }, _)
+                        | (Op::SaveHealth { reply, .. }, _) => {
                             let _ = reply.send(Ok(()));
                         }
                         (Op::Insert { reply, .. }, Done::Unit) => {
@@ -330,7 +357,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Op>, metrics: &Metrics) {
                         Op::Insert { reply, .. } => {
                             let _ = reply.send(Err(err));
                         }
-                        Op::Update { reply, .. } | Op::Remove { reply, .. } => {
+                        Op::Update { reply, .. } | Op::Remove { reply, .. } | Op::SaveHealth { reply, .. } => {
                             let _ = reply.send(Err(err));
                         }
                     }
@@ -348,6 +375,7 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
         let mut meta = txn.open_table(META).map_err(storage)?;
         let mut body_table = txn.open_table(BODY).map_err(storage)?;
         let mut idem = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        let mut health = txn.open_table(PROVIDER_HEALTH).map_err(storage)?;
         for op in batch {
             match op {
                 Op::Insert { id, meta: m, body, idempotency, .. } => {
@@ -387,6 +415,13 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
                             }
                         }
                     }
+                    done.push(Done::Unit);
+                }
+                Op::SaveHealth { provider, value, .. } => {
+                    match value {
+                        Some(v) => health.insert(provider.as_str(), v.as_slice()).map_err(storage)?,
+                        None => health.remove(provider.as_str()).map_err(storage)?,
+                    };
                     done.push(Done::Unit);
                 }
             }

@@ -1,12 +1,16 @@
 #![allow(dead_code)]
-//! What the HTTP API provider tests share: a Baton whose route is `[api provider, backup smtp
-//! mock]`, admin helpers, and a table runner that sends one message per scripted provider answer
-//! and checks its classification, failover and the provider's health state.
+//! What the provider tests share: a Baton whose route is `[api provider, backup smtp mock]`,
+//! admin helpers, a table runner that sends one message per scripted provider answer and checks
+//! its classification, failover and the provider's health state, and a provider built alone
+//! from its table, to call one of its methods (the synthetic trial) directly.
 
 pub use crate::support::baton::recipient;
 use crate::support::baton::{Baton, DEADLINE, message, smtp_provider};
 use crate::support::mock_http::{MockHttp, Reply};
 use crate::support::mock_smtp::MockSmtp;
+use baton::outcome::SendReport;
+use baton::provider::{Outbound, Provider};
+use std::sync::Arc;
 
 /// The name of the provider under test in every config.
 pub const API: &str = "api";
@@ -58,7 +62,8 @@ pub struct Case {
 impl Case {
     pub fn new(name: &'static str, reply: Reply, outcome: &'static str, end: End) -> Case {
         let state = match outcome {
-            "accepted" | "recipient_rejected" | "bad_request" => "healthy",
+            // An unverified sender blocks its domain only: the provider stays in rotation.
+            "accepted" | "recipient_rejected" | "bad_request" | "sender_unverified" => "healthy",
             "transient" => "degraded",
             "rate_limited" => "rate_limited",
             _ => "suspended",
@@ -158,4 +163,20 @@ pub const RAW_UTF8: &[u8] = "From: App <app@example.com>\r\nTo: Alice <alice@exa
 /// The spooled body of a message that is still pending.
 pub fn spooled_body(baton: &Baton, id: &str) -> Vec<u8> {
     baton.shared().spool.body(id).expect("spool readable").expect("body still spooled")
+}
+
+/// The adapter for one provider `table` (TOML with its `type`), built as Baton builds it.
+pub fn build(table: &str) -> Arc<dyn Provider> {
+    let config: baton::config::ProviderConfig = toml::from_str(table).expect("a valid provider table");
+    baton::provider::build("direct", &config, "baton.test").expect("the provider builds")
+}
+
+/// The raw message trials carry.
+pub const TRIAL_RAW: &[u8] = b"From: App <app@example.com>\r\nTo: alice@example.net\r\nSubject: trial\r\nMessage-ID: <trial-1@baton.test>\r\n\r\nhello\r\n";
+
+/// Runs `provider`'s synthetic trial for a message from app@example.com to alice and bob.
+pub async fn trial(provider: &dyn Provider) -> SendReport {
+    let recipients = vec!["alice@example.net".to_string(), "bob@example.net".to_string()];
+    let msg = Outbound { id: "trial-1", mail_from: "app@example.com", recipients: &recipients, body: TRIAL_RAW };
+    provider.trial(&msg).await.expect("this provider has a synthetic trial")
 }

@@ -220,6 +220,23 @@ impl Baton {
         }
     }
 
+    /// Waits until `provider`'s last probe is inconclusive and says `says`, then checks that it
+    /// changed nothing: the provider is healthy and the next message goes through it. Returns
+    /// the provider's admin entry.
+    pub async fn assert_inconclusive_probe_keeps(&self, provider: &str, says: &str) -> Value {
+        let p = self
+            .wait_provider(provider, "an inconclusive probe", |p| {
+                p["last_probe"]["result"] == "inconclusive"
+                    && p["last_probe"]["detail"].as_str().is_some_and(|d| d.contains(says))
+            })
+            .await;
+        assert_eq!(p["state"], "healthy", "an inconclusive probe changes nothing: {p:#}");
+        let id = self.send(message(&["alice@example.net"], "after an inconclusive probe")).await;
+        let status = self.wait_final(&id).await;
+        assert_eq!(status["recipients"][0]["provider"], provider, "{status:#}");
+        p
+    }
+
     /// Puts a provider back into rotation (the operator's resume).
     pub async fn resume(&self, name: &str) {
         let resp = self.http.post(format!("{}/admin/providers/{name}/resume", self.admin)).send().await.unwrap();
