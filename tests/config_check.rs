@@ -112,6 +112,24 @@ fn invalid_configs_are_reported_with_line_and_key() {
             &[":4:", "server.admin_listen", "not a listen address"],
         ),
         (
+            "admin reachable from other machines without a token",
+            VALID.replace("127.0.0.1:9090", "0.0.0.0:9090"),
+            &[":4:", "server.admin_listen", "no admin_token is set"],
+        ),
+        (
+            "empty admin token",
+            VALID.replace(
+                "admin_listen = \"127.0.0.1:9090\"",
+                "admin_listen = \"127.0.0.1:9090\"\nadmin_token = \"${BATON_ADMIN_TOKEN:-}\"",
+            ),
+            &[":5:", "server.admin_token", "empty"],
+        ),
+        (
+            "zero trial timeout",
+            format!("{VALID}\n[health]\ntrial_timeout = \"0s\"\n"),
+            &["health.trial_timeout", "greater than 0"],
+        ),
+        (
             "same listen address",
             VALID.replace("127.0.0.1:9090", "127.0.0.1:8080"),
             &[":4:", "server.admin_listen", "same address"],

@@ -257,3 +257,19 @@ async fn status_is_private_to_the_client() {
     let (code, body) = baton.status_as(OTHER_KEY, &id).await;
     assert_error(code, &body, 404, "not_found");
 }
+
+#[tokio::test]
+async fn too_many_recipients_are_refused_before_any_work_per_recipient() {
+    let (baton, _out) = outbox_baton("", None).await;
+    // 90,000 distinct recipients (1.3 MB): refused on the count alone, before any address is
+    // parsed or compared.
+    let to: Vec<String> = (0..90_000).map(|i| format!("user{i}@example.net")).collect();
+    let (code, body) =
+        baton.post(Some(KEY), None, json!({"from": "app@example.com", "to": to, "text": "x"}).to_string()).await;
+    assert_error(code, &body, 400, "invalid_request");
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most"), "{body}");
+    // Within the limit, duplicates (any case) are folded into one envelope recipient.
+    let id = baton.send(json!({"from": "app@example.com", "to": ["a@example.net", "A@example.net"], "cc": ["a@EXAMPLE.net"], "text": "x"})).await;
+    let status = baton.wait_final(&id).await;
+    assert_eq!(status["recipients"].as_array().unwrap().len(), 1, "{status:#}");
+}

@@ -20,6 +20,7 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     {
         p.error(&server.key("admin_listen"), format!("same address as server.http_listen ({h})"));
     }
+    check_admin_access(c, admin, &server, p);
     let smtp = c.server.smtp_listen.as_deref().and_then(|a| check_listen(a, &server.key("smtp_listen"), p));
     let smtps = c.server.smtps_listen.as_deref().and_then(|a| check_listen(a, &server.key("smtps_listen"), p));
     let mut taken = vec![("http_listen", http), ("admin_listen", admin)];
@@ -84,6 +85,32 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     validate_routes(c, p);
 }
 
+/// The admin API can drain every provider and reload the config: an empty token (e.g. an
+/// unset `${VAR:-}`) must not silently turn its authentication off, and a listener other
+/// machines can reach needs a token. Refusing such a config (rather than warning) is the
+/// documented choice: a warning in a log nobody reads leaves the door open.
+fn check_admin_access(c: &Config, admin: Option<SocketAddr>, server: &KeyPath, p: &mut Problems<'_>) {
+    let token = c.server.admin_token.as_deref();
+    if token.is_some_and(|t| t.trim().is_empty()) {
+        p.error(
+            &server.key("admin_token"),
+            "empty: it would turn admin authentication off; set a token (e.g. \"${BATON_ADMIN_TOKEN}\") or remove the key",
+        );
+    }
+    if let Some(addr) = admin
+        && !addr.ip().is_loopback()
+        && token.is_none()
+    {
+        p.error(
+            &server.key("admin_listen"),
+            format!(
+                "{addr} can be reached from other machines but no admin_token is set: anyone could drain providers \
+                 and reload the config; set server.admin_token or listen on 127.0.0.1"
+            ),
+        );
+    }
+}
+
 fn validate_health(h: &super::HealthOverride, path: &KeyPath, p: &mut Problems<'_>) {
     for (key, value) in [
         ("probe_interval", h.probe_interval),
@@ -91,6 +118,8 @@ fn validate_health(h: &super::HealthOverride, path: &KeyPath, p: &mut Problems<'
         ("open_for", h.open_for),
         ("max_open_for", h.max_open_for),
         ("account_cooldown", h.account_cooldown),
+        ("trial_timeout", h.trial_timeout),
+        ("sender_cooldown", h.sender_cooldown),
     ] {
         if value.is_some_and(|d| d.0.is_zero()) {
             p.error(&path.key(key), "must be greater than 0");

@@ -143,6 +143,14 @@ pub fn compose(
     max_size: u64,
     max_recipients: usize,
 ) -> Result<Composed, ComposeError> {
+    // Cheap limits first: a request with 90,000 recipients is refused before any work per
+    // recipient (entries are counted as given, duplicates included).
+    let given = req.to.len() + req.cc.len() + req.bcc.len();
+    if given > max_recipients {
+        return Err(ComposeError::Invalid(format!(
+            "to: {given} recipients (to, cc and bcc), at most {max_recipients} are allowed per message"
+        )));
+    }
     let from = parse_address("from", &AddressInput::Plain(req.from.clone()))?;
     let lists = [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)];
     let mut parsed: Vec<(&str, Vec<Parsed>)> = Vec::new();
@@ -153,22 +161,16 @@ pub fn compose(
         }
         parsed.push((field, v));
     }
-    let mut recipients: Vec<String> = Vec::new();
-    for (_, list) in &parsed {
-        for p in list {
-            if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&p.email)) {
-                recipients.push(p.email.clone());
-            }
-        }
-    }
+    // First occurrence wins, compared without case; a set keeps this linear.
+    let mut seen = std::collections::HashSet::with_capacity(given);
+    let recipients: Vec<String> = parsed
+        .iter()
+        .flat_map(|(_, list)| list)
+        .filter(|p| seen.insert(p.email.to_ascii_lowercase()))
+        .map(|p| p.email.clone())
+        .collect();
     if recipients.is_empty() {
         return Err(ComposeError::Invalid("to: at least one recipient (to, cc or bcc) is required".into()));
-    }
-    if recipients.len() > max_recipients {
-        return Err(ComposeError::Invalid(format!(
-            "to: {} recipients, at most {max_recipients} are allowed per message",
-            recipients.len()
-        )));
     }
     if let Some(stream) = &req.stream {
         no_injection("stream", stream)?;
