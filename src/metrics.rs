@@ -59,7 +59,7 @@ pub struct Metrics {
 }
 
 /// Reasons an ingest request is refused (`baton_ingest_rejections_total{reason}`).
-pub const REJECTION_REASONS: [&str; 9] = [
+pub const REJECTION_REASONS: [&str; 10] = [
     "auth",
     "sender_not_allowed",
     "invalid",
@@ -69,6 +69,7 @@ pub const REJECTION_REASONS: [&str; 9] = [
     "shutting_down",
     "internal",
     "rate_limited",
+    "idempotency_conflict",
 ];
 
 /// Reasons a delivery moves on to the route's next provider (`baton_failovers_total{reason}`):

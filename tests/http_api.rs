@@ -209,6 +209,19 @@ async fn idempotency_key_returns_the_same_message() {
     let (c2, b2) = baton.post(Some(KEY), Some("reset-42"), body.clone()).await;
     assert_eq!((c1, c2), (202, 202));
     assert_eq!(b1["id"], b2["id"], "same key, same id");
+    // The same request written differently (key order, spacing) is still the same request.
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let reordered = format!(
+        "{{ \"text\": {}, \"subject\": {}, \"to\": {}, \"from\": {} }}",
+        v["text"], v["subject"], v["to"], v["from"]
+    );
+    let (c, b) = baton.post(Some(KEY), Some("reset-42"), reordered).await;
+    assert_eq!((c, &b["id"]), (202, &b1["id"]), "{b}");
+    // The same key with another request is refused, naming the first message; nothing is stored.
+    let changed = message(&["a@example.net"], "a different message").to_string();
+    let (c, b) = baton.post(Some(KEY), Some("reset-42"), changed).await;
+    assert_error(c, &b, 422, "idempotency_key_reused");
+    assert!(b["error"]["message"].as_str().unwrap().contains(b1["id"].as_str().unwrap()), "{b}");
     // Concurrent duplicates too.
     let (r1, r2) = tokio::join!(
         baton.post(Some(KEY), Some("race"), body.clone()),
@@ -239,6 +252,8 @@ async fn idempotency_key_returns_the_same_message() {
     assert_eq!(files, 4, "reset-42, race, reset-43 and the other client's message");
     let m = baton.metrics().await;
     assert_eq!(Baton::metric(&m, "baton_messages_received_total", &[]), 4.0);
+    let reused = [("ingress", "http"), ("reason", "idempotency_conflict")];
+    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &reused), 1.0);
 }
 
 #[tokio::test]

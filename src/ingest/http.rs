@@ -1,7 +1,7 @@
 //! The HTTP ingest API: `POST /v1/messages` and `GET /v1/messages/{id}`.
 
 use super::compose::{ComposeError, SendRequest, compose};
-use super::{IngestError, accept, new_message_id};
+use super::{Idempotency, IngestError, accept, new_message_id};
 use crate::app::Shared;
 use crate::runtime::Client;
 use crate::spool::record::{Ingress, MessageRecord, MessageStatus};
@@ -159,12 +159,20 @@ async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
             ),
         ));
     }
-    match accept(&shared, id, &client.name, Ingress::Http, composed, idempotency_key).await {
+    // The fingerprint of the request: its JSON, keys in a fixed order (so formatting and key
+    // order do not matter), hashed.
+    let idempotency = idempotency_key.map(|key| {
+        let canonical = serde_json::from_slice::<serde_json::Value>(&bytes).map(|v| v.to_string()).unwrap_or_default();
+        Idempotency { key, request: crate::config::text_hash(&canonical) }
+    });
+    match accept(&shared, id, &client.name, Ingress::Http, composed, idempotency).await {
         Ok((id, _new)) => Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "queued"}))).into_response()),
         Err(e) => {
             let (status, code) = match e {
                 IngestError::SpoolFull => (StatusCode::SERVICE_UNAVAILABLE, "spool_full"),
                 IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                // 422 as in the IETF Idempotency-Key draft (409 is for a request still in progress).
+                IngestError::IdempotencyConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
                 IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             };
             if let IngestError::Internal(detail) = &e {

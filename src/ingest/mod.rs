@@ -17,8 +17,19 @@ pub enum IngestError {
     SpoolFull,
     #[error("Baton is shutting down; try again shortly")]
     ShuttingDown,
+    #[error("Idempotency-Key was already used with a different request (message {0}); use a new key for a new message")]
+    IdempotencyConflict(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// An `Idempotency-Key` and a fingerprint of the request it came with: the same key with
+/// another request is refused, as Stripe and the IETF Idempotency-Key draft do, instead of
+/// silently answering with the first message.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request: String,
 }
 
 impl IngestError {
@@ -26,6 +37,7 @@ impl IngestError {
         match self {
             IngestError::SpoolFull => "spool_full",
             IngestError::ShuttingDown => "shutting_down",
+            IngestError::IdempotencyConflict(_) => "idempotency_conflict",
             IngestError::Internal(_) => "internal",
         }
     }
@@ -44,7 +56,7 @@ pub async fn accept(
     client: &str,
     ingress: Ingress,
     message: Composed,
-    idempotency_key: Option<String>,
+    idempotency: Option<Idempotency>,
 ) -> Result<(String, bool), IngestError> {
     if shared.is_shutting_down() {
         return Err(IngestError::ShuttingDown);
@@ -75,9 +87,10 @@ pub async fn accept(
         status: MessageStatus::Queued,
         size: message.body.len() as u64,
         completed_ms: None,
-        idempotency_key,
+        idempotency_key: idempotency.as_ref().map(|i| i.key.clone()),
     };
-    match shared.spool.insert(&record, message.body).await {
+    let request = idempotency.map(|i| i.request);
+    match shared.spool.insert(&record, message.body, request).await {
         Ok(Inserted::New) => {
             shared.metrics.messages_received.with_label_values(&[ingress.as_str(), client]).inc();
             tracing::info!(message_id = %record.id, client, ingress = ingress.as_str(), recipients = record.recipients.len(), size = record.size, "message accepted");
@@ -88,6 +101,7 @@ pub async fn accept(
             tracing::info!(message_id = %existing, client, "idempotency key reused: returning the earlier message");
             Ok((existing, false))
         }
+        Ok(Inserted::Conflict(existing)) => Err(IngestError::IdempotencyConflict(existing)),
         Err(SpoolError::Full) => Err(IngestError::SpoolFull),
         Err(SpoolError::Closed) => Err(IngestError::ShuttingDown),
         Err(e) => Err(IngestError::Internal(e.to_string())),

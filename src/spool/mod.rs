@@ -51,6 +51,8 @@ pub enum Inserted {
     New,
     /// The idempotency key was already used within the window: this is that message's id.
     Existing(String),
+    /// The idempotency key was already used within the window for another request.
+    Conflict(String),
 }
 
 enum Op {
@@ -58,7 +60,8 @@ enum Op {
         id: String,
         meta: Vec<u8>,
         body: Vec<u8>,
-        idempotency: Option<String>,
+        /// (idempotency entry, request fingerprint).
+        idempotency: Option<(String, Option<String>)>,
         reply: oneshot::Sender<Result<Inserted, SpoolError>>,
     },
     Update {
@@ -226,12 +229,18 @@ impl Spool {
         self.metrics.spool_bytes.set(before.saturating_sub(size) as i64);
     }
 
-    /// Stores a new message durably. Returns once it is committed to disk.
-    pub async fn insert(&self, record: &MessageRecord, body: Vec<u8>) -> Result<Inserted, SpoolError> {
+    /// Stores a new message durably. Returns once it is committed to disk. `request` is the
+    /// fingerprint of the request its idempotency key came with (see [`Inserted::Conflict`]).
+    pub async fn insert(
+        &self,
+        record: &MessageRecord,
+        body: Vec<u8>,
+        request: Option<String>,
+    ) -> Result<Inserted, SpoolError> {
         let size = record.size;
         self.reserve(size)?;
         let meta = serde_json::to_vec(record).map_err(storage)?;
-        let idempotency = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
+        let idempotency = record.idempotency_key.as_ref().map(|k| (idempotency_entry(&record.client, k), request));
         let (reply, rx) = oneshot::channel();
         let result = match self.send(Op::Insert { id: record.id.clone(), meta, body, idempotency, reply }) {
             Ok(()) => rx.await.unwrap_or(Err(SpoolError::Closed)),
@@ -367,6 +376,22 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Op>, metrics: &Metrics) {
     }
 }
 
+/// What a still-valid idempotency entry `value` says about a new request with fingerprint
+/// `request`: the same request (the earlier message) or another one (a conflict). `None`: the
+/// entry has expired. Entries without a fingerprint (older spools) match any request.
+fn reuse(value: &str, request: Option<&str>, now: u64) -> Option<Inserted> {
+    let mut parts = value.split('\t');
+    let (id, at) = (parts.next()?, parts.next()?.parse::<u64>().ok()?);
+    if now.saturating_sub(at) >= IDEMPOTENCY_WINDOW_MS {
+        return None;
+    }
+    let stored = parts.next().filter(|s| !s.is_empty());
+    Some(match (stored, request) {
+        (Some(stored), Some(request)) if stored != request => Inserted::Conflict(id.to_string()),
+        _ => Inserted::Existing(id.to_string()),
+    })
+}
+
 fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
     let now = now_ms();
     let txn = db.begin_write().map_err(storage)?;
@@ -379,15 +404,15 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
         for op in batch {
             match op {
                 Op::Insert { id, meta: m, body, idempotency, .. } => {
-                    if let Some(key) = idempotency {
+                    if let Some((key, request)) = idempotency {
                         let existing = idem.get(key.as_str()).map_err(storage)?.map(|v| v.value().to_string());
-                        if let Some((existing_id, at)) = existing.as_deref().and_then(|v| v.split_once('\t'))
-                            && at.parse::<u64>().is_ok_and(|at| now.saturating_sub(at) < IDEMPOTENCY_WINDOW_MS)
-                        {
-                            done.push(Done::Inserted(Inserted::Existing(existing_id.to_string())));
+                        if let Some(found) = existing.as_deref().and_then(|v| reuse(v, request.as_deref(), now)) {
+                            done.push(Done::Inserted(found));
                             continue;
                         }
-                        idem.insert(key.as_str(), format!("{id}\t{now}").as_str()).map_err(storage)?;
+                        // "id \t committed at \t request fingerprint" (older entries lack the last).
+                        let value = format!("{id}\t{now}\t{}", request.as_deref().unwrap_or(""));
+                        idem.insert(key.as_str(), value.as_str()).map_err(storage)?;
                     }
                     meta.insert(id.as_str(), m.as_slice()).map_err(storage)?;
                     body_table.insert(id.as_str(), body.as_slice()).map_err(storage)?;
@@ -429,4 +454,24 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, SpoolError> {
     }
     txn.commit().map_err(storage)?;
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotency_entry_matches_its_own_request_only() {
+        let now = 10 * IDEMPOTENCY_WINDOW_MS;
+        let entry = format!("01ABC\t{}\tf1f1", now - 1000);
+        assert_eq!(reuse(&entry, Some("f1f1"), now), Some(Inserted::Existing("01ABC".into())));
+        assert_eq!(reuse(&entry, Some("e2e2"), now), Some(Inserted::Conflict("01ABC".into())));
+        // Entries written before fingerprints existed match any request.
+        assert_eq!(
+            reuse(&format!("01ABC\t{}", now - 1000), Some("e2e2"), now),
+            Some(Inserted::Existing("01ABC".into()))
+        );
+        // Past the window the key is free again.
+        assert_eq!(reuse(&format!("01ABC\t{}\tf1f1", now - IDEMPOTENCY_WINDOW_MS), Some("e2e2"), now), None);
+    }
 }

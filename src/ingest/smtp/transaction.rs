@@ -261,7 +261,9 @@ impl Session {
                 self.refuse_shutting_down();
                 Flow::Close
             }
-            Err(IngestError::Internal(detail)) => {
+            // SMTP has no idempotency keys.
+            Err(e @ (IngestError::Internal(_) | IngestError::IdempotencyConflict(_))) => {
+                let detail = e.to_string();
                 tracing::error!(error = %detail, "SMTP ingest failed");
                 self.reject("internal", reply::INTERNAL)
             }
