@@ -2,6 +2,7 @@
 
 use crate::app::Shared;
 use crate::health::ProbeVerdict;
+use crate::spool::Condition;
 use crate::spool::record::now_ms;
 use axum::Json;
 use axum::Router;
@@ -30,11 +31,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Ready means "a message sent now is accepted and delivered": not while shutting down, and
+/// not while the spool cannot write (ingest would refuse it and delivery is held).
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        (StatusCode::OK, "ready\n").into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match shared.spool.condition() {
+        Condition::Writable => (StatusCode::OK, "ready\n").into_response(),
+        other => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", other.describe())).into_response(),
     }
 }
 
@@ -65,15 +70,26 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
+/// Most quarantined ids listed by `/admin/queue` (the count is always complete).
+const QUARANTINED_IDS_SHOWN: usize = 100;
+
 async fn queue(State(shared): State<Arc<Shared>>) -> Response {
     let now = now_ms();
     let s = shared.queue.stats(now);
+    let condition = shared.spool.condition();
+    let quarantined = shared.spool.quarantined();
     Json(json!({
         "ready": s.ready,
         "scheduled": s.scheduled,
         "in_flight": s.in_flight,
         "oldest_age_seconds": s.oldest_created_ms.map(|c| now.saturating_sub(c) / 1000),
         "spool_bytes": shared.spool.bytes(),
+        "spool_writable": condition.is_writable(),
+        "spool_problem": (!condition.is_writable()).then(|| condition.describe()),
+        "quarantined": {
+            "count": quarantined.len(),
+            "ids": &quarantined[..quarantined.len().min(QUARANTINED_IDS_SHOWN)],
+        },
     }))
     .into_response()
 }

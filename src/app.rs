@@ -4,6 +4,7 @@
 use crate::config::Loaded;
 use crate::delivery::{self, queue::Queue};
 use crate::health::{self, Health};
+use crate::http_listener::{self, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::spool::record::{MessageRecord, now_ms};
@@ -62,7 +63,7 @@ pub enum StartError {
     #[error("{0}")]
     Config(String),
     #[error("cannot open spool: {0}")]
-    Spool(#[from] crate::spool::SpoolError),
+    Spool(#[from] crate::spool::OpenError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen { what: &'static str, addr: String, source: std::io::Error },
 }
@@ -84,6 +85,11 @@ impl Running {
         self.stop.cancel();
     }
 
+    /// Returns once a shutdown has begun, asked for or not (see [`stop_when_spool_fails`]).
+    pub async fn stopping(&self) {
+        self.stop.cancelled().await
+    }
+
     /// Waits until everything has stopped and the spool is flushed.
     pub async fn wait(self) {
         let _ = self.done.await;
@@ -100,6 +106,7 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError>
 }
 
 pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
+    http_listener::raise_fd_limit();
     let metrics = Arc::new(Metrics::new());
     let runtime = Runtime::build(&loaded, None).map_err(StartError::Config)?;
     let config = &loaded.config;
@@ -156,27 +163,49 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         retention: Mutex::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem)).collect()),
     });
 
-    let http_task = tokio::spawn(
-        axum::serve(http_listener, ingest::http::router(shared.clone()))
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let server = &config.server;
+    let ingest_limits = Limits {
+        header_timeout: server.http_header_timeout.0,
+        request_timeout: server.http_request_timeout.0,
+        max_connections: server.http_max_connections,
+        max_connections_per_ip: server.http_max_connections_per_ip,
+    };
+    let admin_limits = Limits {
+        max_connections: http_listener::ADMIN_MAX_CONNECTIONS,
+        max_connections_per_ip: http_listener::ADMIN_MAX_CONNECTIONS_PER_IP,
+        ..ingest_limits
+    };
+    let http_task = tokio::spawn(http_listener::serve(
+        http_listener,
+        ingest::http::router(shared.clone()),
+        ingest_limits,
+        "http",
+        shared.metrics.clone(),
+        stop.clone(),
+    ));
     let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(
-        axum::serve(admin_listener, admin::router(shared.clone()))
-            .with_graceful_shutdown(admin_stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let admin_task = tokio::spawn(http_listener::serve(
+        admin_listener,
+        admin::router(shared.clone()),
+        admin_limits,
+        "admin",
+        shared.metrics.clone(),
+        admin_stop.clone(),
+    ));
     let mut smtp_tasks = Vec::new();
+    // One AUTH failure tracker for smtp and smtps: switching port gains no guesses.
+    let auth_guard = Arc::new(ingest::smtp::AuthGuard::default());
     for (listener, implicit_tls) in [(smtp_listener, false), (smtps_listener, true)] {
         if let Some(listener) = listener {
-            smtp_tasks.push(tokio::spawn(ingest::smtp::serve(listener, shared.clone(), implicit_tls, stop.clone())));
+            let serve = ingest::smtp::serve(listener, shared.clone(), auth_guard.clone(), implicit_tls, stop.clone());
+            smtp_tasks.push(tokio::spawn(serve));
         }
     }
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
     let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
     let prober = tokio::spawn(health::probe::run(shared.clone(), stop.clone()));
     let health_saver = tokio::spawn(save_health_changes(shared.clone(), health_changes));
+    let spool_watch = tokio::spawn(stop_when_spool_fails(shared.clone(), stop.clone()));
     let watcher = if config.server.watch_config {
         match crate::reload::watch(shared.clone(), stop.clone()) {
             Ok(task) => Some(task),
@@ -214,6 +243,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         sweeper.abort();
         prober.abort();
         health_saver.abort();
+        spool_watch.abort();
         // The last word on every provider's health, so a restart starts from it.
         for provider in done_shared.health.names() {
             done_shared.save_health(&provider).await;
@@ -228,6 +258,16 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         tracing::info!("shutdown complete");
     });
     Ok(Running { http_addr, admin_addr, smtp_addr, smtps_addr, shared, stop, done })
+}
+
+/// The spool's writer thread is gone (a bug: storage faults are retried, not fatal), so
+/// nothing can be accepted or recorded again: stop instead of staying up "ready but broken".
+/// `main` sees [`crate::spool::Condition::Failed`] and exits non-zero; a supervisor restarts
+/// Baton, which re-opens and verifies the spool.
+async fn stop_when_spool_fails(shared: Arc<Shared>, stop: CancellationToken) {
+    let reason = shared.spool.failed().await;
+    tracing::error!(reason, "the spool cannot be written any more; shutting down");
+    stop.cancel();
 }
 
 /// Writes each provider's saved health to the spool when it changes (health sends the name).

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod health;
+pub mod http_listener;
 pub mod ingest;
 pub mod metrics;
 pub mod outcome;

@@ -1,4 +1,5 @@
 use baton::config::{self, ConfigError};
+use baton::spool::Condition;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,10 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    // A panic is logged like every other error (one JSON line with --log-format json), so a
+    // supervisor's log shows it in place. Panics the spool catches (redb on a damaged file)
+    // are logged here too, before the spool turns them into a clear error.
+    std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
 }
 
 fn print_problems(err: &ConfigError) {
@@ -125,8 +130,16 @@ async fn serve(loaded: config::Loaded) -> ExitCode {
                 // Success and failure are logged and counted by the reloader.
                 let _ = baton::reload::reload(&running.shared, "SIGHUP").await;
             }
+            // Baton stopped itself: the spool cannot be written any more (logged there).
+            _ = running.stopping() => break,
         }
     }
+    let spool = running.shared.spool.clone();
     running.stop().await;
-    ExitCode::SUCCESS
+    // Exit non-zero when the spool failed, so a supervisor restarts Baton (the start re-opens
+    // and verifies the spool) and the failure is not mistaken for a requested stop.
+    match spool.condition() {
+        Condition::Failed(_) => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
 }

@@ -44,10 +44,21 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// `spool.max_bytes` of the open spool (what "spool full" is measured against).
     pub spool_max_bytes: IntGauge,
+    /// `baton_spool_writable`: 1 while the spool can write; 0 while writes fail (new messages
+    /// are refused and delivery is held until the writer's retry succeeds).
+    pub spool_writable: IntGauge,
+    /// `baton_spool_write_failures_total{reason}`: failed spool commits, by [`SPOOL_FAULTS`].
+    pub spool_write_failures: IntCounterVec,
+    /// `baton_spool_quarantined_records`: records found unreadable and moved aside (never delivered).
+    pub spool_quarantined: IntGauge,
     /// Providers of each route that are in rotation (healthy or degraded); refreshed at each scrape.
     pub route_available_providers: IntGaugeVec,
     /// The hash currently exported by `config_info` (so a change removes the old series).
     config_hash: Mutex<Option<String>>,
+    /// `baton_http_connections{listener}`: connections open now on `http_listen` / `admin_listen`.
+    pub http_connections: IntGaugeVec,
+    /// `baton_http_connections_refused_total{listener, reason}`: connections over a cap.
+    pub http_connections_refused: IntCounterVec,
     /// `baton_provider_sender_blocked{provider, domain}`: sender domains the provider refused as
     /// unverified and that now go to the next provider. `domain` is one of the domains named in
     /// the clients' `allowed_senders`, or `other` (then the value counts the domains folded in).
@@ -56,10 +67,19 @@ pub struct Metrics {
     sender_domains: Mutex<BTreeSet<String>>,
     /// Routes currently exported by `route_available_providers`.
     routes_exported: Mutex<Vec<String>>,
+    /// `baton_smtp_auth_failures_total{reason}`: SMTP AUTH attempts refused, by
+    /// [`SMTP_AUTH_FAILURE_REASONS`].
+    pub smtp_auth_failures: IntCounterVec,
+    /// `baton_smtp_auth_blocks_total{scope}`: times a client address or a username was
+    /// blocked for too many AUTH failures ([`SMTP_AUTH_BLOCK_SCOPES`]).
+    pub smtp_auth_blocks: IntCounterVec,
+    /// `baton_smtp_timeouts_total{phase}`: SMTP sessions closed because input was too slow
+    /// ([`SMTP_TIMEOUT_PHASES`]).
+    pub smtp_timeouts: IntCounterVec,
 }
 
 /// Reasons an ingest request is refused (`baton_ingest_rejections_total{reason}`).
-pub const REJECTION_REASONS: [&str; 10] = [
+pub const REJECTION_REASONS: [&str; 11] = [
     "auth",
     "sender_not_allowed",
     "invalid",
@@ -70,7 +90,20 @@ pub const REJECTION_REASONS: [&str; 10] = [
     "internal",
     "rate_limited",
     "idempotency_conflict",
+    "null_sender",
 ];
+
+/// Why an SMTP AUTH attempt was refused (`baton_smtp_auth_failures_total{reason}`): a wrong
+/// username or password, or (credentials not even checked) a blocked address or username.
+pub const SMTP_AUTH_FAILURE_REASONS: [&str; 3] = ["invalid_credentials", "ip_blocked", "user_blocked"];
+
+/// What an AUTH block applies to (`baton_smtp_auth_blocks_total{scope}`).
+pub const SMTP_AUTH_BLOCK_SCOPES: [&str; 2] = ["ip", "user"];
+
+/// Which time limit closed an SMTP session (`baton_smtp_timeouts_total{phase}`): nothing
+/// arrived for `idle_timeout`, a command line took longer than `command_timeout`, message
+/// content longer than `data_timeout`.
+pub const SMTP_TIMEOUT_PHASES: [&str; 3] = ["idle", "command", "data"];
 
 /// Reasons a delivery moves on to the route's next provider (`baton_failovers_total{reason}`):
 /// the outcome class of the failed attempt, or the state of a provider that was skipped.
@@ -88,6 +121,12 @@ pub const FAILOVER_REASONS: [&str; 9] = [
 
 /// The `domain` label of `baton_provider_sender_blocked` for domains no client names.
 pub const OTHER_DOMAIN: &str = "other";
+
+/// The `listener` label of the HTTP connection metrics.
+pub const HTTP_LISTENERS: [&str; 2] = ["http", "admin"];
+
+/// Why a spool write failed (`baton_spool_write_failures_total{reason}`): `spool::FaultKind`.
+pub const SPOOL_FAULTS: [&str; 3] = ["full", "io", "damaged"];
 
 /// `baton_config_reloads_total{result}`.
 pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
@@ -190,6 +229,12 @@ impl Metrics {
             config_reloads.with_label_values(&[result]);
         }
 
+        let spool_write_failures =
+            counter(&registry, "baton_spool_write_failures_total", "Failed spool commits by reason", &["reason"]);
+        for reason in SPOOL_FAULTS {
+            spool_write_failures.with_label_values(&[reason]);
+        }
+
         Metrics {
             config_reloads,
             config_last_reload_success,
@@ -202,6 +247,29 @@ impl Metrics {
             config_hash: Mutex::new(None),
             routes_exported: Mutex::new(Vec::new()),
             spool_max_bytes: gauge(&registry, "baton_spool_max_bytes", "spool.max_bytes: the spool's capacity"),
+            spool_writable: gauge(
+                &registry,
+                "baton_spool_writable",
+                "1 while the spool can write; 0 while writes fail (ingest refused, delivery held)",
+            ),
+            spool_write_failures,
+            spool_quarantined: gauge(
+                &registry,
+                "baton_spool_quarantined_records",
+                "Spool records found unreadable and moved to quarantine (never delivered; see /admin/queue)",
+            ),
+            http_connections: gauge_vec(
+                &registry,
+                "baton_http_connections",
+                "HTTP connections open now, per listener",
+                &["listener"],
+            ),
+            http_connections_refused: counter(
+                &registry,
+                "baton_http_connections_refused_total",
+                "HTTP connections refused because a connection cap was reached",
+                &["listener", "reason"],
+            ),
             provider_sender_blocked: gauge_vec(
                 &registry,
                 "baton_provider_sender_blocked",
@@ -273,6 +341,24 @@ impl Metrics {
                 &["route", "provider"],
                 latency_buckets,
             ),
+            smtp_auth_failures: counter(
+                &registry,
+                "baton_smtp_auth_failures_total",
+                "SMTP AUTH attempts refused, by reason",
+                &["reason"],
+            ),
+            smtp_auth_blocks: counter(
+                &registry,
+                "baton_smtp_auth_blocks_total",
+                "Client addresses or usernames blocked after too many SMTP AUTH failures",
+                &["scope"],
+            ),
+            smtp_timeouts: counter(
+                &registry,
+                "baton_smtp_timeouts_total",
+                "SMTP sessions closed because input did not arrive in time",
+                &["phase"],
+            ),
             queue_messages,
             queue_oldest_age,
             spool_bytes,
@@ -317,6 +403,21 @@ impl Metrics {
         }
         for state in ["ready", "scheduled", "in_flight"] {
             self.queue_messages.with_label_values(&[state]);
+        }
+        for reason in SMTP_AUTH_FAILURE_REASONS {
+            self.smtp_auth_failures.with_label_values(&[reason]);
+        }
+        for scope in SMTP_AUTH_BLOCK_SCOPES {
+            self.smtp_auth_blocks.with_label_values(&[scope]);
+        }
+        for phase in SMTP_TIMEOUT_PHASES {
+            self.smtp_timeouts.with_label_values(&[phase]);
+        }
+        for listener in HTTP_LISTENERS {
+            self.http_connections.with_label_values(&[listener]);
+            for reason in crate::http_listener::REFUSAL_REASONS {
+                self.http_connections_refused.with_label_values(&[listener, reason]);
+            }
         }
     }
 
@@ -500,11 +601,17 @@ mod tests {
             .iter()
             .chain(&FAILOVER_REASONS)
             .chain(&RELOAD_RESULTS)
+            .chain(&SPOOL_FAULTS)
+            .chain(&SMTP_AUTH_FAILURE_REASONS)
+            .chain(&SMTP_AUTH_BLOCK_SCOPES)
+            .chain(&SMTP_TIMEOUT_PHASES)
             .copied()
             .chain(OutcomeClass::ALL.iter().map(|c| c.as_str()))
             .chain(ProviderState::ALL.iter().map(|s| s.as_str()))
             .chain(["http", "smtp", "app", "a", "b", "c", "r", "ready", "scheduled", "in_flight", "example.com"])
             .chain(ProbeVerdict::LABELS)
+            .chain(HTTP_LISTENERS)
+            .chain(crate::http_listener::REFUSAL_REASONS)
             .chain([OTHER_DOMAIN])
             .chain(["delivered", "rejected", "failed", "partially_delivered", "ok", env!("CARGO_PKG_VERSION")])
             .collect();

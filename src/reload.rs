@@ -92,6 +92,17 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     check("server.smtps_listen", old.server.smtps_listen != new.server.smtps_listen);
     check("server.watch_config", old.server.watch_config != new.server.watch_config);
     check("server.shutdown_grace", old.server.shutdown_grace != new.server.shutdown_grace);
+    let http_limits = |c: &Config| {
+        let s = &c.server;
+        (
+            s.http_header_timeout,
+            s.http_request_timeout,
+            s.http_max_connections,
+            s.http_max_connections_per_ip,
+            s.http_max_inflight_bytes,
+        )
+    };
+    check("server.http_* limits", http_limits(old) != http_limits(new));
     check("spool.dir", old.spool.dir != new.spool.dir);
     check("spool.max_bytes", old.spool.max_bytes != new.spool.max_bytes);
     check("spool.keep_completed", old.spool.keep_completed != new.spool.keep_completed);

@@ -12,12 +12,19 @@ pub struct Client {
     pub name: String,
     pub route: Option<String>,
     allowed_senders: Vec<WildMatch>,
+    /// `header_senders`: more addresses allowed in `From:` / `Sender:` only.
+    header_senders: Vec<WildMatch>,
 }
 
 impl Client {
     /// Whether this client may send from `address` (case-insensitive pattern match).
     pub fn may_send_from(&self, address: &str) -> bool {
         self.allowed_senders.iter().any(|p| p.matches(address))
+    }
+
+    /// Whether `address` may stand in this client's `From:` / `Sender:` headers.
+    pub fn may_name_in_header(&self, address: &str) -> bool {
+        self.may_send_from(address) || self.header_senders.iter().any(|p| p.matches(address))
     }
 }
 
@@ -71,6 +78,7 @@ impl Runtime {
                 name: c.name.clone(),
                 route: c.route.clone(),
                 allowed_senders: patterns(&c.allowed_senders),
+                header_senders: patterns(&c.header_senders),
             });
             for key in &c.api_keys {
                 clients_by_key.insert(key.clone(), client.clone());

@@ -305,7 +305,7 @@ async fn the_relay_receives_the_spooled_bytes_exactly() {
     let primary = MockSmtp::start().await;
     let backup = MockSmtp::start().await;
     let baton = Baton::start(&two_provider_route(&primary, "", &backup, "\"1h\"")).await;
-    let raw = "From: app@example.com\r\nTo: alice@example.net\r\nMessage-ID: <exact@example.com>\r\nSubject: exact\r\n\r\nline one\r\n.starts with a dot\r\n\r\nlast line\r\n";
+    let raw = "From: app@example.com\r\nTo: alice@example.net\r\nMessage-ID: <exact@example.com>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nSubject: exact\r\n\r\nline one\r\n.starts with a dot\r\n\r\nlast line\r\n";
     let (code, v) = baton
         .post(
             Some(support::baton::KEY),

@@ -104,7 +104,7 @@ async fn posts_the_mime_byte_exact_as_multipart() {
     let (mock, backup, baton) = setup("").await;
     mock.reply(SEND, queued("<20260101.1@mg.example.com>"));
     // 8-bit ISO-8859-1: not UTF-8, must still arrive unchanged.
-    let raw: &[u8] = b"From: App <app@example.com>\r\nTo: alice@example.net\r\nCc: bob@example.net\r\nSubject: latin1\r\nMessage-ID: <mg-1@example.com>\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nH\xe4llo w\xf6rld \r\n.dot\r\n";
+    let raw: &[u8] = b"From: App <app@example.com>\r\nTo: alice@example.net\r\nCc: bob@example.net\r\nSubject: latin1\r\nMessage-ID: <mg-1@example.com>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nH\xe4llo w\xf6rld \r\n.dot\r\n";
     let id = send_raw(&baton, &["alice@example.net", "bob@example.net"], &["audit@example.com"], raw).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "delivered", "{status:#}");

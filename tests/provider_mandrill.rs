@@ -264,7 +264,7 @@ async fn suspension_mid_stream_fails_over_without_sending_twice() {
 async fn non_utf8_mime_goes_to_the_backup_as_bad_request() {
     let (mock, backup, baton) = setup("").await;
     mock.reply(SEND, results("sent", json!({})));
-    let raw = b"From: app@example.com\r\nTo: alice@example.net\r\nSubject: latin1\r\nMessage-ID: <l1@example.com>\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nH\xe4llo\r\n";
+    let raw = b"From: app@example.com\r\nTo: alice@example.net\r\nSubject: latin1\r\nMessage-ID: <l1@example.com>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nH\xe4llo\r\n";
     let id = send_raw(&baton, &["alice@example.net"], &[], raw).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["recipients"][0]["provider"], "backup", "{status:#}");

@@ -91,7 +91,7 @@ async fn sends_the_raw_message_byte_exact_and_signed() {
     let extra = format!("session_token = \"{SESSION}\"\nconfiguration_set = \"transactional\"");
     let baton = Baton::start(&config(&mock, &backup, &extra, "")).await;
     // 8-bit UTF-8, odd spacing, a dot-leading line, no trailing newline: must arrive untouched.
-    let raw: &[u8] = "From: App <app@example.com>\r\nTo: alice@example.net\r\nCc: bob@example.net\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMessage-ID: <raw-1@example.com>\r\nX-Spacing:   kept   as is  \r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln\r\n.leading dot\r\n\r\ntrailing  "
+    let raw: &[u8] = "From: App <app@example.com>\r\nTo: alice@example.net\r\nCc: bob@example.net\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMessage-ID: <raw-1@example.com>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nX-Spacing:   kept   as is  \r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln\r\n.leading dot\r\n\r\ntrailing  "
         .as_bytes();
     let request = json!({
         "from": "app@example.com",

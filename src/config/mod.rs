@@ -66,10 +66,46 @@ pub struct ServerConfig {
     /// the file and for Kubernetes ConfigMap symlink swaps).
     #[serde(default = "default_true")]
     pub watch_config: bool,
+    /// HTTP listeners: time to receive a request's headers, and the longest a keep-alive
+    /// connection may sit idle between requests (then it is closed).
+    #[serde(default = "default_http_header_timeout")]
+    pub http_header_timeout: Dur,
+    /// HTTP listeners: longest one request may take, body and spool commit included (408 after).
+    #[serde(default = "default_http_request_timeout")]
+    pub http_request_timeout: Dur,
+    /// `http_listen`: connections open at once, in all and from one IP address; more are
+    /// answered 503 and closed. The admin listener has its own, smaller caps, so a flood of
+    /// ingest connections never locks operators (or Prometheus) out.
+    #[serde(default = "default_http_max_connections")]
+    pub http_max_connections: usize,
+    #[serde(default = "default_http_max_connections_per_ip")]
+    pub http_max_connections_per_ip: usize,
+    /// Request bodies of `POST /v1/messages` read into memory at once, in all (by their
+    /// `Content-Length`); further requests wait for room, so many large sends at once cannot
+    /// run the process out of memory.
+    #[serde(default = "default_http_max_inflight_bytes")]
+    pub http_max_inflight_bytes: Size,
 }
 
 fn default_true() -> bool {
     true
+}
+fn default_http_header_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+fn default_http_request_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+fn default_http_max_inflight_bytes() -> Size {
+    Size(256 * 1024 * 1024)
+}
+fn default_http_max_connections() -> usize {
+    512
+}
+fn default_http_max_connections_per_ip() -> usize {
+    // Half the total: an application server's pool (often 100 connections, from one address
+    // behind NAT) fits, and one address can never take every place.
+    256
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -102,6 +138,31 @@ pub struct SmtpConfig {
     /// Delay before answering a failed AUTH (slows password guessing).
     #[serde(default = "default_smtp_auth_failure_delay")]
     pub auth_failure_delay: Dur,
+    /// Failed AUTH attempts from one client address (an IPv6 client: its /64), across all its
+    /// connections, within `auth_failure_window` after which AUTH from that address answers
+    /// `454 4.7.0` for `auth_block_for`, right password or not. Default 10.
+    #[serde(default = "default_smtp_auth_failures_per_limit")]
+    pub auth_failures_per_ip: u32,
+    /// Failed AUTH attempts for one SMTP username, from any address, within
+    /// `auth_failure_window` after which that username is refused with `454 4.7.0` for
+    /// `auth_block_for`. Addresses that logged in as that user in the last 24 hours keep
+    /// working, so guessing from elsewhere cannot lock the real application out. Default 10.
+    #[serde(default = "default_smtp_auth_failures_per_limit")]
+    pub auth_failures_per_user: u32,
+    /// The sliding window the two AUTH failure limits count in. Default 5 minutes.
+    #[serde(default = "default_smtp_auth_failure_window")]
+    pub auth_failure_window: Dur,
+    /// How long an address or username stays blocked once over a limit. Default 15 minutes.
+    #[serde(default = "default_smtp_auth_block_for")]
+    pub auth_block_for: Dur,
+    /// A whole command line must arrive within this, however slowly its bytes trickle in (the
+    /// idle timeout restarts with every byte). RFC 5321 §4.5.3.2.7: at least 5 minutes. Default 5m.
+    #[serde(default = "default_smtp_command_timeout")]
+    pub command_timeout: Dur,
+    /// The whole content of one message (DATA, or all BDAT chunks of a transaction) must arrive
+    /// within this. Default 10 minutes; raise it for very large messages over slow links.
+    #[serde(default = "default_smtp_data_timeout")]
+    pub data_timeout: Dur,
 }
 
 impl Default for SmtpConfig {
@@ -114,6 +175,12 @@ impl Default for SmtpConfig {
             max_errors: default_smtp_max_errors(),
             max_auth_failures: default_smtp_max_auth_failures(),
             auth_failure_delay: default_smtp_auth_failure_delay(),
+            auth_failures_per_ip: default_smtp_auth_failures_per_limit(),
+            auth_failures_per_user: default_smtp_auth_failures_per_limit(),
+            auth_failure_window: default_smtp_auth_failure_window(),
+            auth_block_for: default_smtp_auth_block_for(),
+            command_timeout: default_smtp_command_timeout(),
+            data_timeout: default_smtp_data_timeout(),
         }
     }
 }
@@ -138,6 +205,21 @@ fn default_smtp_max_auth_failures() -> u32 {
 }
 fn default_smtp_auth_failure_delay() -> Dur {
     Dur(std::time::Duration::from_secs(1))
+}
+fn default_smtp_auth_failures_per_limit() -> u32 {
+    10
+}
+fn default_smtp_auth_failure_window() -> Dur {
+    Dur(std::time::Duration::from_secs(5 * 60))
+}
+fn default_smtp_auth_block_for() -> Dur {
+    Dur(std::time::Duration::from_secs(15 * 60))
+}
+fn default_smtp_command_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(5 * 60))
+}
+fn default_smtp_data_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10 * 60))
 }
 
 fn default_max_message_size() -> Size {
@@ -228,8 +310,13 @@ pub struct ClientConfig {
     pub name: String,
     #[serde(default)]
     pub api_keys: Vec<String>,
-    /// Patterns like `*@example.com` or exact addresses; matched case-insensitively.
+    /// Patterns like `*@example.com` or exact addresses; matched case-insensitively. They
+    /// bound the envelope sender and the `From:` / `Sender:` header addresses.
     pub allowed_senders: Vec<String>,
+    /// More patterns allowed in `From:` / `Sender:` headers only, for clients that send on
+    /// behalf of others (the envelope sender stays within `allowed_senders`).
+    #[serde(default)]
+    pub header_senders: Vec<String>,
     #[serde(default)]
     pub route: Option<String>,
     /// Logins for SMTP submission (AUTH PLAIN / LOGIN).
@@ -239,6 +326,11 @@ pub struct ClientConfig {
     /// still checked against `allowed_senders`.
     #[serde(default)]
     pub allowed_networks: Vec<String>,
+    /// Accept `MAIL FROM:<>` over SMTP (RFC 5321 §4.5.5): for MTAs that relay their own
+    /// bounces and delivery reports through Baton. Off by default: an application submitting
+    /// mail has a sender, and a null-sender message from it is refused with `550 5.7.1`.
+    #[serde(default)]
+    pub allow_null_sender: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -47,6 +47,8 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         ("max_connections_per_ip", c.smtp.max_connections_per_ip),
         ("max_errors", c.smtp.max_errors as usize),
         ("max_auth_failures", c.smtp.max_auth_failures as usize),
+        ("auth_failures_per_ip", c.smtp.auth_failures_per_ip as usize),
+        ("auth_failures_per_user", c.smtp.auth_failures_per_user as usize),
     ] {
         if value == 0 {
             p.error(&smtp_limits.key(key), "must be at least 1");
@@ -58,8 +60,33 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     if c.smtp.idle_timeout.0.is_zero() {
         p.error(&smtp_limits.key("idle_timeout"), "must be greater than 0");
     }
+    for (key, value) in [
+        ("auth_failure_window", c.smtp.auth_failure_window),
+        ("auth_block_for", c.smtp.auth_block_for),
+        ("command_timeout", c.smtp.command_timeout),
+        ("data_timeout", c.smtp.data_timeout),
+    ] {
+        if value.0.is_zero() {
+            p.error(&smtp_limits.key(key), "must be greater than 0");
+        }
+    }
     if c.server.max_message_size.0 == 0 {
         p.error(&server.key("max_message_size"), "must be greater than 0");
+    }
+    for (key, value) in [
+        ("http_max_connections", c.server.http_max_connections),
+        ("http_max_connections_per_ip", c.server.http_max_connections_per_ip),
+    ] {
+        if value == 0 {
+            p.error(&server.key(key), "must be at least 1");
+        }
+    }
+    for (key, value) in
+        [("http_header_timeout", c.server.http_header_timeout), ("http_request_timeout", c.server.http_request_timeout)]
+    {
+        if value.0.is_zero() {
+            p.error(&server.key(key), "must be greater than 0");
+        }
     }
     if c.server.max_recipients == 0 {
         p.error(&server.key("max_recipients"), "must be at least 1");

@@ -93,6 +93,9 @@ pub async fn deliver(shared: &Shared, id: &str) {
         return shared.queue.schedule(id, now_ms() + wait.as_millis() as u64, record.created_ms);
     }
 
+    if !spool_writable(shared, id).await {
+        return shared.queue.schedule(id, record.next_attempt_ms, record.created_ms);
+    }
     let body = match load(shared, id, |s, k| s.body(k)).await {
         Ok(Some(body)) => body,
         Ok(None) => {
@@ -138,12 +141,61 @@ pub async fn deliver(shared: &Shared, id: &str) {
     if result.last_provider.is_some() {
         record.failed_passes += 1;
         record.status = MessageStatus::Delivering;
-        if let Err(e) = shared.spool.update(&record).await {
-            tracing::error!(message_id = id, error = %e, "cannot persist delivery state");
-        }
+        persist(shared, &record).await;
         tracing::info!(message_id = id, route = %route.name, retry_in_ms = delay.as_millis() as u64, "no provider took the message; waiting for the next pass");
     }
     shared.queue.schedule(id, record.next_attempt_ms, record.created_ms);
+}
+
+/// How often a held pass looks again (the spool also wakes it when it can write).
+const SPOOL_RECHECK: Duration = Duration::from_secs(1);
+
+/// No send starts while the spool cannot write: its outcome could not be recorded, and a
+/// restart would send the message again. Waits until it can; `false` if Baton stops first.
+async fn spool_writable(shared: &Shared, id: &str) -> bool {
+    if shared.spool.is_writable() {
+        return true;
+    }
+    tracing::warn!(message_id = id, "spool cannot write: delivery held until it can");
+    loop {
+        if tokio::time::timeout(SPOOL_RECHECK, shared.spool.writable()).await.is_ok() {
+            return true;
+        }
+        if shared.is_shutting_down() {
+            return false;
+        }
+    }
+}
+
+/// Writes the record after a pass, retrying until it is on disk. The pass's sends happened, so
+/// the message stays in flight (never offered for another send) until they are recorded; only
+/// a stop before then loses them, and the log says the message may then be sent again.
+async fn persist(shared: &Shared, record: &MessageRecord) {
+    let mut failed = false;
+    loop {
+        match shared.spool.update(record).await {
+            Ok(()) if failed => {
+                return tracing::info!(message_id = %record.id, "delivery state persisted after the spool recovered");
+            }
+            Ok(()) => return,
+            // Shutting down: the record on disk still says "pending", so the next start sends
+            // what is left (the log line above, if any, named the possible duplicate).
+            Err(crate::spool::SpoolError::Closed) => {
+                return tracing::warn!(message_id = %record.id, "spool closed before the delivery state was persisted");
+            }
+            Err(e) if !failed => {
+                failed = true;
+                tracing::error!(
+                    message_id = %record.id, error = %e,
+                    "cannot persist delivery state: holding the message until the spool can write \
+                     (if Baton stops first, it will be sent again: possible duplicate)"
+                );
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(MIN_WAIT).await;
+        let _ = tokio::time::timeout(SPOOL_RECHECK, shared.spool.writable()).await;
+    }
 }
 
 fn fail_pending(record: &mut MessageRecord, reason: &str) {
@@ -159,10 +211,7 @@ fn fail_pending(record: &mut MessageRecord, reason: &str) {
 async fn finish(shared: &Shared, mut record: MessageRecord, route: &str) {
     record.status = record.final_status();
     record.completed_ms = Some(now_ms());
-    if let Err(e) = shared.spool.update(&record).await {
-        // The message stays pending on disk and will be retried after a restart.
-        tracing::error!(message_id = %record.id, error = %e, "cannot persist final state");
-    }
+    persist(shared, &record).await;
     shared.metrics.messages_completed.with_label_values(&[route, record.status.as_str()]).inc();
     tracing::info!(message_id = %record.id, route, status = record.status.as_str(), "message finished");
     shared.queue.finish(&record.id);

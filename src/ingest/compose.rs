@@ -1,5 +1,7 @@
 //! Turns an HTTP send request into an envelope and a standards-correct RFC 5322 message
-//! (built with mail-builder: encoded UTF-8 headers, multipart/alternative, attachments).
+//! (built with mail-builder: encoded UTF-8 headers, multipart/alternative, attachments), or
+//! takes a raw message byte for byte, except for what `headers.rs` removes (`Bcc:`) and
+//! refuses (NUL, bare CR). Trace and authentication headers cannot be set through `headers`.
 
 use base64::Engine;
 use mail_builder::MessageBuilder;
@@ -198,7 +200,11 @@ pub fn compose(
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(raw.trim())
             .map_err(|e| ComposeError::Invalid(format!("raw_base64: not valid base64 ({e})")))?;
-        prepare_raw(decoded, id, hostname)?
+        let prepared = prepare_raw(decoded, id, hostname)?;
+        if let Some(why) = super::headers::unsafe_line_ending(&prepared) {
+            return Err(ComposeError::Invalid(format!("raw_base64: the message {why}")));
+        }
+        super::headers::strip_bcc(prepared)
     } else {
         build_mime(&req, &from, &parsed, id, hostname)?
     };
@@ -242,6 +248,11 @@ fn build_mime(
                 "headers: {name} is set from its own field and cannot be given here"
             )));
         }
+        if super::headers::is_trace_header(name) {
+            return Err(ComposeError::Invalid(format!(
+                "headers: {name} is a trace or authentication header: only the hops that handle the message add those"
+            )));
+        }
         b = b.header(name.clone(), Text::new(value.clone()));
     }
     match (&req.text, &req.html) {
@@ -251,6 +262,11 @@ fn build_mime(
             }
         }
         (text, html) => {
+            for (field, value) in [("text", text), ("html", html)] {
+                if let Some(why) = value.as_deref().and_then(|v| super::headers::unsafe_line_ending(v.as_bytes())) {
+                    return Err(ComposeError::Invalid(format!("{field}: {why}")));
+                }
+            }
             if let Some(t) = text {
                 b = b.text_body(t.clone());
             }
@@ -277,7 +293,8 @@ fn build_mime(
 }
 
 /// Checks a raw message has a header section, converts bare LF to CRLF, and adds a Message-ID
-/// when the client did not give one (as Postfix does for submissions).
+/// and a Date when the client did not give them (RFC 6409 §8.3, as Postfix does for
+/// submissions).
 fn prepare_raw(raw: Vec<u8>, id: &str, hostname: &str) -> Result<Vec<u8>, ComposeError> {
     let mut out = Vec::with_capacity(raw.len() + 64);
     let mut prev = 0u8;
@@ -294,14 +311,24 @@ fn prepare_raw(raw: Vec<u8>, id: &str, hostname: &str) -> Result<Vec<u8>, Compos
     if !first_line.contains(&b':') || first_line.first().is_some_and(|b| b.is_ascii_whitespace()) {
         return Err(ComposeError::Invalid("raw_base64: does not start with a header section".into()));
     }
-    let has_message_id =
-        headers.split(|&b| b == b'\n').any(|line| line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:"));
-    if has_message_id {
+    let has = |name: &[u8]| {
+        headers
+            .split(|&b| b == b'\n')
+            .any(|line| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+    };
+    let mut added = String::new();
+    if !has(b"message-id:") {
+        added.push_str(&format!("Message-ID: <{id}@{hostname}>\r\n"));
+    }
+    if !has(b"date:") {
+        added.push_str(&format!("Date: {}\r\n", mail_builder::headers::date::Date::now().to_rfc822()));
+    }
+    if added.is_empty() {
         return Ok(out);
     }
-    let mut with_id = format!("Message-ID: <{id}@{hostname}>\r\n").into_bytes();
-    with_id.extend_from_slice(&out);
-    Ok(with_id)
+    let mut with_fields = added.into_bytes();
+    with_fields.extend_from_slice(&out);
+    Ok(with_fields)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -362,13 +389,14 @@ mod tests {
         let raw = base64::engine::general_purpose::STANDARD.encode("Subject: hi\nFrom: a@example.com\n\nbody\n");
         let r = req(&format!(r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#));
         let c = compose(r, "RAWID", "h.example.com", 1000, 10).unwrap();
-        assert_eq!(
-            String::from_utf8(c.body).unwrap(),
-            "Message-ID: <RAWID@h.example.com>\r\nSubject: hi\r\nFrom: a@example.com\r\n\r\nbody\r\n"
-        );
-        let raw = base64::engine::general_purpose::STANDARD.encode("Message-ID: <x@y>\r\nSubject: hi\r\n\r\nbody\r\n");
+        let text = String::from_utf8(c.body).unwrap();
+        let (added, rest) = text.split_at(text.find("Subject").unwrap());
+        assert!(added.starts_with("Message-ID: <RAWID@h.example.com>\r\nDate: "), "{text}");
+        assert_eq!(rest, "Subject: hi\r\nFrom: a@example.com\r\n\r\nbody\r\n");
+        let raw = base64::engine::general_purpose::STANDARD
+            .encode("Message-ID: <x@y>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nSubject: hi\r\n\r\nbody\r\n");
         let r = req(&format!(r#"{{"from":"a@example.com","to":["b@example.net"],"raw_base64":"{raw}"}}"#));
         let c = compose(r, "RAWID", "h", 1000, 10).unwrap();
-        assert_eq!(c.body, b"Message-ID: <x@y>\r\nSubject: hi\r\n\r\nbody\r\n");
+        assert_eq!(c.body, b"Message-ID: <x@y>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nSubject: hi\r\n\r\nbody\r\n");
     }
 }

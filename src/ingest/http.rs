@@ -15,13 +15,34 @@ use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Room for request bodies in memory, in KiB (see `server.http_max_inflight_bytes`).
+#[derive(Clone)]
+struct BodyBudget {
+    room: Arc<Semaphore>,
+    kib: u32,
+}
+
+/// How long a request waits for room for its body before it is told to come back.
+const BUDGET_WAIT: Duration = Duration::from_secs(10);
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let kib = (shared.runtime.load().config.server.http_max_inflight_bytes.0 / 1024).clamp(1, u32::MAX as u64) as u32;
+    let budget = BodyBudget { room: Arc::new(Semaphore::new(kib as usize)), kib };
     Router::new()
         .route("/v1/messages", post(send))
         .route("/v1/messages/{id}", get(status))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(axum::Extension(budget))
         .with_state(shared)
+}
+
+/// Waits for room for a body of `len` bytes (at most the whole budget, so a large body
+/// proceeds alone); `None` when there is no room within [`BUDGET_WAIT`].
+async fn reserve(budget: &BodyBudget, len: u64) -> Option<OwnedSemaphorePermit> {
+    let want = len.div_ceil(1024).clamp(1, u64::from(budget.kib)) as u32;
+    tokio::time::timeout(BUDGET_WAIT, budget.room.clone().acquire_many_owned(want)).await.ok()?.ok()
 }
 
 /// An API error: `{"error": {"code", "message"}}`.
@@ -73,7 +94,12 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, Api
     }
 }
 
-async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn send(
+    State(shared): State<Arc<Shared>>,
+    axum::Extension(budget): axum::Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if shared.is_shutting_down() {
         return Err(reject(
             &shared,
@@ -92,6 +118,18 @@ async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
     // JSON carries the message base64-encoded (4/3) plus some structure; refuse anything larger
     // before reading it all into memory.
     let body_limit = (max_size as usize).saturating_mul(4) / 3 + 64 * 1024;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(body_limit as u64)
+        .min(body_limit as u64);
+    let Some(_room) = reserve(&budget, declared).await else {
+        return Err(reject(
+            &shared,
+            "rate_limited",
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many large requests in flight; retry shortly"),
+        ));
+    };
     let bytes = axum::body::to_bytes(body, body_limit).await.map_err(|_| {
         reject(
             &shared,
@@ -156,6 +194,17 @@ async fn send(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body)
                 StatusCode::FORBIDDEN,
                 "sender_not_allowed",
                 format!("client {:?} may not send from {}", client.name, composed.mail_from),
+            ),
+        ));
+    }
+    if let Some(address) = super::headers::foreign_header_sender(&client, &composed.body) {
+        return Err(reject(
+            &shared,
+            "sender_not_allowed",
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "sender_not_allowed",
+                format!("client {:?} may not name {address} in From: or Sender: (see header_senders)", client.name),
             ),
         ));
     }

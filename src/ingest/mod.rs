@@ -3,6 +3,7 @@
 //! message is durably in the spool.
 
 pub mod compose;
+pub mod headers;
 pub mod http;
 pub mod smtp;
 

@@ -73,10 +73,15 @@ impl Provider for FileProvider {
         let written =
             tokio::task::spawn_blocking(move || write_atomically(&dir, &file_name, &[envelope.as_bytes(), &body]))
                 .await;
+        // API clients see the file name, never the server's directory (it is in the log).
         match written {
-            Ok(Ok(path)) => SendReport::delivered(n, Some(path.display().to_string()), "written"),
+            Ok(Ok(path)) => {
+                let name = path.file_name().map(|f| f.to_string_lossy().into_owned());
+                SendReport::delivered(n, name, "written")
+            }
             Ok(Err(e)) => {
-                SendReport::failed(OutcomeClass::Transient, n, format!("cannot write to {}: {e}", self.dir.display()))
+                tracing::error!(provider = %self.name, dir = %self.dir.display(), error = %e, "cannot write the message file");
+                SendReport::failed(OutcomeClass::Transient, n, format!("cannot write the message file: {}", e.kind()))
             }
             Err(e) => SendReport::failed(OutcomeClass::Transient, n, format!("writer task failed: {e}")),
         }

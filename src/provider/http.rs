@@ -4,6 +4,7 @@
 //! applies alike: no answer at all is a `transient` failure, an answer the adapter has no rule
 //! for is judged by [`probe_fallback`].
 
+use super::redact::Secrets;
 use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use reqwest::header::HeaderMap;
@@ -19,6 +20,7 @@ pub struct HttpClient {
     pub client: reqwest::Client,
     slots: Semaphore,
     timeout: Duration,
+    secrets: Secrets,
 }
 
 /// A provider's answer, read and capped.
@@ -43,18 +45,12 @@ impl HttpReply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-
-    /// Blanks `secret` (an API key, a token, an encoded credential) out of the body before it
-    /// is classified or quoted, in case a provider or a proxy echoes the request back.
-    pub fn redact(&mut self, secret: &str) {
-        if !secret.is_empty() && self.body.contains(secret) {
-            self.body = self.body.replace(secret, "[redacted]");
-        }
-    }
 }
 
 impl HttpClient {
-    pub fn new(timeout: Duration, max_connections: usize) -> Result<HttpClient, String> {
+    /// A client whose replies never carry `secrets` (see [`Secrets`]): every body is scrubbed
+    /// as it is read, before an adapter classifies or quotes it.
+    pub fn new(timeout: Duration, max_connections: usize, secrets: Secrets) -> Result<HttpClient, String> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -63,7 +59,7 @@ impl HttpClient {
             .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(HttpClient { client, slots: Semaphore::new(max_connections), timeout })
+        Ok(HttpClient { client, slots: Semaphore::new(max_connections), timeout, secrets })
     }
 
     /// Sends a request and reads the reply. A failure to get any reply becomes a `transient`
@@ -79,33 +75,27 @@ impl HttpClient {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| self.transport_failure(&e, recipients))?;
-        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
+        let body = self.secrets.scrub(&String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]));
         Ok(HttpReply { status, headers, body })
     }
 
-    /// Sends a probe request and reads the reply with every one of `secrets` blanked out. No
-    /// reply at all (cannot connect, timeout) is the provider failing: `failed(transient)`.
-    pub async fn probe(&self, request: reqwest::RequestBuilder, secrets: &[&str]) -> Result<HttpReply, ProbeReport> {
-        let mut reply = self
-            .send(request, 0)
-            .await
-            .map_err(|report| ProbeReport::failed(OutcomeClass::Transient, report.detail))?;
-        for secret in secrets {
-            reply.redact(secret);
-        }
-        Ok(reply)
+    /// Sends a probe request and reads the reply (scrubbed like every reply). No reply at all
+    /// (cannot connect, timeout) is the provider failing: `failed(transient)`.
+    pub async fn probe(&self, request: reqwest::RequestBuilder) -> Result<HttpReply, ProbeReport> {
+        self.send(request, 0).await.map_err(|report| ProbeReport::failed(OutcomeClass::Transient, report.detail))
     }
 
     fn transport_failure(&self, e: &reqwest::Error, recipients: usize) -> SendReport {
-        // reqwest's error text can carry the URL; ours never hold secrets (keys travel in
-        // headers or bodies), but keep the text short anyway.
-        let mut report = if e.is_timeout() {
-            SendReport::failed(OutcomeClass::Transient, recipients, format!("timed out after {:?}", self.timeout))
+        // reqwest's error text can carry the URL; ours hold no secrets (keys travel in headers
+        // or bodies), but scrub and shorten it anyway.
+        let detail = if e.is_timeout() {
+            format!("timed out after {:?}", self.timeout)
         } else if e.is_connect() {
-            SendReport::failed(OutcomeClass::Transient, recipients, truncate_detail(&format!("cannot connect: {e}")))
+            truncate_detail(&self.secrets.scrub(&format!("cannot connect: {e}")))
         } else {
-            SendReport::failed(OutcomeClass::Transient, recipients, truncate_detail(&format!("request failed: {e}")))
+            truncate_detail(&self.secrets.scrub(&format!("request failed: {e}")))
         };
+        let mut report = SendReport::failed(OutcomeClass::Transient, recipients, detail);
         // Connected, sent, then no answer: the provider may have taken the message.
         report.possible_duplicate = e.is_timeout() && !e.is_connect();
         report

@@ -15,11 +15,11 @@
 //! it and answers 200 without delivering.
 
 use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused, refused_with_note, with_note};
+use super::redact::Secrets;
 use super::{Outbound, Provider, trial_accepted};
 use crate::config::MailgunConfig;
 use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
-use base64::Engine as _;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -36,8 +36,6 @@ enum Mode {
 pub struct MailgunProvider {
     name: String,
     key: String,
-    /// `api:<key>` as it travels in the Authorization header, to scrub it from echoed bodies.
-    encoded_credentials: String,
     domain: String,
     send_url: String,
     domain_url: String,
@@ -54,17 +52,16 @@ impl MailgunProvider {
         Ok(MailgunProvider {
             name: name.to_string(),
             key: config.api_key.clone(),
-            encoded_credentials: base64::engine::general_purpose::STANDARD.encode(format!("api:{}", config.api_key)),
             domain: domain.to_string(),
             send_url: format!("{base}/v3/{domain}/messages.mime"),
             domain_url: format!("{base}/v4/domains/{domain}"),
-            http: HttpClient::new(config.timeout.0, config.max_connections)?,
+            http: HttpClient::new(
+                config.timeout.0,
+                config.max_connections,
+                // HTTP Basic `api:<key>` is how the key travels.
+                Secrets::new([]).with_login("api", &config.api_key),
+            )?,
         })
-    }
-
-    fn scrub(&self, reply: &mut HttpReply) {
-        reply.redact(&self.key);
-        reply.redact(&self.encoded_credentials);
     }
 
     /// Posts `messages.mime` for `recipients`: the reply (secrets scrubbed), or the failure.
@@ -85,9 +82,7 @@ impl MailgunProvider {
             .post(&self.send_url)
             .basic_auth("api", Some(&self.key))
             .multipart(form.part("message", message));
-        let mut reply = self.http.send(request, n).await?;
-        self.scrub(&mut reply);
-        Ok(reply)
+        self.http.send(request, n).await
     }
 }
 
@@ -213,7 +208,7 @@ impl Provider for MailgunProvider {
     /// `GET /v4/domains/{domain}`: the key works and the sending domain is active.
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.get(&self.domain_url).basic_auth("api", Some(&self.key));
-        match self.http.probe(request, &[&self.key, &self.encoded_credentials]).await {
+        match self.http.probe(request).await {
             Ok(reply) => classify_domain(&reply, &self.domain),
             Err(report) => report,
         }

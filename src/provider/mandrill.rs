@@ -14,6 +14,7 @@
 //! service error `transient`; anything else (an unreadable 200) is inconclusive.
 
 use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused};
+use super::redact::Secrets;
 use super::{Outbound, Provider, probe_failure};
 use crate::config::MandrillConfig;
 use crate::health::ProbeReport;
@@ -56,7 +57,7 @@ impl MandrillProvider {
             key: config.api_key.clone(),
             send_url: format!("{base}/messages/send-raw"),
             ping_url: format!("{base}/users/ping2"),
-            http: HttpClient::new(config.timeout.0, config.max_connections)?,
+            http: HttpClient::new(config.timeout.0, config.max_connections, Secrets::new([config.api_key.as_str()]))?,
         })
     }
 }
@@ -270,18 +271,17 @@ impl Provider for MandrillProvider {
             is_async: false,
         };
         let request = self.http.client.post(&self.send_url).json(&body);
-        let mut reply = match self.http.send(request, n).await {
+        let reply = match self.http.send(request, n).await {
             Ok(reply) => reply,
             Err(report) => return report,
         };
-        reply.redact(&self.key);
         classify(&reply, msg.recipients)
     }
 
     /// `users/ping2` with the key: proves the key works (not that the account may send).
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.post(&self.ping_url).json(&serde_json::json!({ "key": self.key }));
-        match self.http.probe(request, &[&self.key]).await {
+        match self.http.probe(request).await {
             Ok(reply) => classify_ping(&reply),
             Err(report) => report,
         }

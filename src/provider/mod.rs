@@ -13,6 +13,7 @@ mod mailgun;
 mod mandrill;
 pub mod mime;
 mod postmark;
+pub mod redact;
 mod resend;
 mod sendgrid;
 mod ses;

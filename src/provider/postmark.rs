@@ -15,6 +15,7 @@
 
 use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused};
 use super::mime::{self, Mailbox};
+use super::redact::Secrets;
 use super::{Outbound, Provider};
 use crate::config::PostmarkConfig;
 use crate::health::ProbeReport;
@@ -127,7 +128,11 @@ impl PostmarkProvider {
             base: config.base_url.trim_end_matches('/').to_string(),
             token: config.server_token.clone(),
             stream: config.message_stream.clone(),
-            http: HttpClient::new(config.timeout.0, config.max_connections)?,
+            http: HttpClient::new(
+                config.timeout.0,
+                config.max_connections,
+                Secrets::new([config.server_token.as_str()]),
+            )?,
         })
     }
 
@@ -195,9 +200,7 @@ impl PostmarkProvider {
             .header("X-Postmark-Server-Token", &self.token)
             .header("Accept", "application/json")
             .json(&self.payload(msg, recipients));
-        let mut reply = self.http.send(request, recipients.len()).await?;
-        reply.redact(&self.token);
-        Ok(reply)
+        self.http.send(request, recipients.len()).await
     }
 }
 
@@ -266,7 +269,7 @@ impl Provider for PostmarkProvider {
             .get(format!("{}/server", self.base))
             .header("X-Postmark-Server-Token", &self.token)
             .header("Accept", "application/json");
-        match self.http.probe(request, &[&self.token]).await {
+        match self.http.probe(request).await {
             Ok(reply) => classify_server(&reply),
             Err(report) => report,
         }

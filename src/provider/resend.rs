@@ -22,6 +22,7 @@
 use super::http::{HttpClient, HttpReply, accepted, class_for_status, probe_fallback, refused};
 use super::mime;
 use super::postmark::display_mailbox;
+use super::redact::Secrets;
 use super::{Outbound, Provider};
 use crate::config::ResendConfig;
 use crate::health::ProbeReport;
@@ -99,7 +100,7 @@ impl ResendProvider {
             name: name.to_string(),
             base: config.base_url.trim_end_matches('/').to_string(),
             api_key: config.api_key.clone(),
-            http: HttpClient::new(config.timeout.0, config.max_connections)?,
+            http: HttpClient::new(config.timeout.0, config.max_connections, Secrets::new([config.api_key.as_str()]))?,
         })
     }
 
@@ -156,9 +157,7 @@ impl ResendProvider {
             .bearer_auth(&self.api_key)
             .header("Idempotency-Key", idempotency_key(msg.id, msg.recipients))
             .json(&Self::payload(msg));
-        let mut reply = self.http.send(request, msg.recipients.len()).await?;
-        reply.redact(&self.api_key);
-        Ok(reply)
+        self.http.send(request, msg.recipients.len()).await
     }
 }
 
@@ -192,7 +191,7 @@ impl Provider for ResendProvider {
     /// `GET /domains`: the key works and at least one domain is verified.
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.get(format!("{}/domains", self.base)).bearer_auth(&self.api_key);
-        match self.http.probe(request, &[&self.api_key]).await {
+        match self.http.probe(request).await {
             Ok(reply) => classify_domains(&reply),
             Err(report) => report,
         }

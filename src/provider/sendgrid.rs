@@ -16,6 +16,7 @@
 
 use super::http::{HttpClient, HttpReply, class_for_status, probe_fallback, refused, refused_with_note, with_note};
 use super::mime::{self, Fields, Mailbox};
+use super::redact::Secrets;
 use super::{Outbound, Provider, trial_accepted};
 use crate::config::SendgridConfig;
 use crate::health::ProbeReport;
@@ -42,7 +43,7 @@ impl SendgridProvider {
             key: config.api_key.clone(),
             send_url: format!("{base}/v3/mail/send"),
             scopes_url: format!("{base}/v3/scopes"),
-            http: HttpClient::new(config.timeout.0, config.max_connections)?,
+            http: HttpClient::new(config.timeout.0, config.max_connections, Secrets::new([config.api_key.as_str()]))?,
         })
     }
 
@@ -50,9 +51,7 @@ impl SendgridProvider {
     /// transport failure.
     async fn post(&self, body: &Value, n: usize) -> Result<HttpReply, SendReport> {
         let request = self.http.client.post(&self.send_url).bearer_auth(&self.key).json(body);
-        let mut reply = self.http.send(request, n).await?;
-        reply.redact(&self.key);
-        Ok(reply)
+        self.http.send(request, n).await
     }
 }
 
@@ -241,7 +240,7 @@ impl Provider for SendgridProvider {
     /// `GET /v3/scopes`: the key works and may send mail.
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.get(&self.scopes_url).bearer_auth(&self.key);
-        match self.http.probe(request, &[&self.key]).await {
+        match self.http.probe(request).await {
             Ok(reply) => classify_scopes(&reply),
             Err(report) => report,
         }

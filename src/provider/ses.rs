@@ -15,6 +15,7 @@
 //! key, a paused, shut-down or out-of-quota account is `account`; no answer or a 5xx is
 //! `transient`.
 
+use super::redact::Secrets;
 use super::{Outbound, Provider, probe_failure};
 use crate::config::SesConfig;
 use crate::health::ProbeReport;
@@ -43,7 +44,7 @@ pub struct SesProvider {
     client: OnceCell<sesv2::Client>,
     slots: Semaphore,
     /// Never shown in details (the SDK does not echo them; this is the belt to its braces).
-    secrets: Vec<String>,
+    secrets: Secrets,
 }
 
 /// A classified failure.
@@ -202,10 +203,8 @@ impl SesProvider {
     pub fn new(name: &str, config: &SesConfig) -> Result<Self, String> {
         let timeout = config.timeout.0;
         let client = OnceCell::new();
-        let mut secrets = Vec::new();
+        let secrets = Secrets::new(config.secret_access_key.iter().chain(&config.session_token).map(String::as_str));
         if let (Some(key_id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            secrets.push(secret.clone());
-            secrets.extend(config.session_token.clone());
             let credentials =
                 Credentials::new(key_id.clone(), secret.clone(), config.session_token.clone(), None, "baton-config");
             let mut builder = sesv2::Config::builder()
@@ -227,7 +226,7 @@ impl SesProvider {
             timeout,
             client,
             slots: Semaphore::new(config.max_connections),
-            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            secrets,
         })
     }
 
@@ -253,9 +252,7 @@ impl SesProvider {
     }
 
     fn scrub(&self, text: String) -> String {
-        self.secrets
-            .iter()
-            .fold(text, |t, s| if t.contains(s.as_str()) { t.replace(s.as_str(), "[redacted]") } else { t })
+        self.secrets.scrub(&text)
     }
 
     /// One `SendEmail` for the message's recipients: the provider's message id, or the failure.

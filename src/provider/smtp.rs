@@ -12,6 +12,7 @@
 //! EHLO, STARTTLS, AUTH, QUIT; the half-open trial goes one step further (MAIL FROM, RCPT TO the
 //! first recipient, RSET, QUIT) and sends nothing.
 
+use super::redact::Secrets;
 use super::smtp_classify::{Stage, classify, is_too_many_recipients};
 use super::smtp_stream;
 use super::{Outbound, Provider, probe_failure, trial_accepted};
@@ -49,6 +50,8 @@ pub struct SmtpProvider {
     slots: Semaphore,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
     max_idle_connections: usize,
+    /// The login in every form it travels in: a relay echoing it must not put it in details.
+    secrets: Secrets,
 }
 
 /// A failure that ends the attempt: what the provider said and at which stage.
@@ -110,6 +113,10 @@ impl SmtpProvider {
             slots: Semaphore::new(c.max_connections),
             idle: Mutex::new(Vec::new()),
             max_idle_connections: c.max_connections,
+            secrets: match (&c.username, &c.password) {
+                (Some(u), Some(p)) => Secrets::new([]).with_login(u, p),
+                _ => Secrets::default(),
+            },
         })
     }
 
@@ -145,6 +152,17 @@ impl SmtpProvider {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], creds).await.map_err(|e| failure_from(Stage::Auth, &e))?;
         }
         Ok(conn)
+    }
+
+    /// The report with the login blanked out of everything the relay said.
+    fn scrubbed(&self, mut report: SendReport) -> SendReport {
+        report.detail = self.secrets.scrub(&report.detail);
+        for r in &mut report.recipients {
+            if let RecipientResult::Rejected { detail } = r {
+                *detail = self.secrets.scrub(detail);
+            }
+        }
+        report
     }
 
     /// A connection slot (at most `max_connections` sessions at once).
@@ -293,8 +311,14 @@ impl SmtpProvider {
 /// The MAIL FROM command for `msg` on `conn`: 8BITMIME for an 8-bit body (when offered),
 /// SMTPUTF8 for non-ASCII addresses (required: without it they cannot go through this relay).
 fn envelope_from(conn: &AsyncSmtpConnection, msg: &Outbound<'_>) -> Result<Mail, Failure> {
-    let from = Address::from_str(msg.mail_from)
-        .map_err(|e| Failure { class: OutcomeClass::BadRequest, detail: format!("invalid sender address: {e}") })?;
+    // The null sender (`allow_null_sender` clients relaying bounces) goes on as `MAIL FROM:<>`.
+    let from = match msg.mail_from {
+        "" => None,
+        address => Some(Address::from_str(address).map_err(|e| Failure {
+            class: OutcomeClass::BadRequest,
+            detail: format!("invalid sender address: {e}"),
+        })?),
+    };
     let mut params = Vec::new();
     if !msg.body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
@@ -309,7 +333,7 @@ fn envelope_from(conn: &AsyncSmtpConnection, msg: &Outbound<'_>) -> Result<Mail,
         }
         params.push(MailParameter::SmtpUtfEight);
     }
-    Ok(Mail::new(Some(from), params))
+    Ok(Mail::new(from, params))
 }
 
 #[async_trait::async_trait]
@@ -326,7 +350,7 @@ impl Provider for SmtpProvider {
                 let _ = conn.quit().await;
                 ProbeReport::usable(format!("{}:{} answered", self.host, self.port))
             }
-            Ok(Err(f)) => probe_failure(f.class, f.detail),
+            Ok(Err(f)) => probe_failure(f.class, self.secrets.scrub(&f.detail)),
             Err(_) => ProbeReport::failed(OutcomeClass::Transient, self.timed_out(stage)),
         }
     }
@@ -351,14 +375,14 @@ impl Provider for SmtpProvider {
             None if rejected => OutcomeClass::RecipientRejected,
             None => OutcomeClass::Transient,
         };
-        SendReport {
+        self.scrubbed(SendReport {
             class,
             detail,
             recipients: results,
             retry_after: None,
             // Timed out after the data went out: the relay may have queued it anyway.
             possible_duplicate: timed_out && stage == Stage::Body,
-        }
+        })
     }
 
     /// MAIL FROM + RCPT TO the first recipient, then RSET: the relay judges the envelope.
@@ -370,6 +394,6 @@ impl Provider for SmtpProvider {
             Ok(Err(f)) => SendReport::failed(f.class, n, f.detail),
             Err(_) => SendReport::failed(OutcomeClass::Transient, n, self.timed_out(stage)),
         };
-        Some(report)
+        Some(self.scrubbed(report))
     }
 }

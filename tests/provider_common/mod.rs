@@ -157,7 +157,7 @@ pub async fn send_raw(baton: &Baton, to: &[&str], bcc: &[&str], raw: &[u8]) -> S
 
 /// A raw message with 8-bit UTF-8 text, a folded header, a leading-dot line and trailing
 /// whitespace: anything that a re-encoding would change.
-pub const RAW_UTF8: &[u8] = "From: App <app@example.com>\r\nTo: Alice <alice@example.net>\r\nCc: bob@example.net\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nX-Long: one\r\n two\r\nMessage-ID: <raw-1@example.com>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nHällo wörld \r\n.leading dot\r\n\r\n"
+pub const RAW_UTF8: &[u8] = "From: App <app@example.com>\r\nTo: Alice <alice@example.net>\r\nCc: bob@example.net\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nX-Long: one\r\n two\r\nMessage-ID: <raw-1@example.com>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nHällo wörld \r\n.leading dot\r\n\r\n"
     .as_bytes();
 
 /// The spooled body of a message that is still pending.

@@ -80,18 +80,7 @@ impl Baton {
 
     /// Starts on an existing directory (for restarts: the spool is kept).
     pub async fn start_in(dir: &Path, body: &str, spool_extra: &str) -> Baton {
-        let text = config_text(dir, spool_extra, body);
-        let loaded = baton::config::load_str(&text, "test.toml", &|_| None)
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
-        let running = baton::app::start(loaded).await.expect("baton starts");
-        Baton {
-            base: format!("http://{}", running.http_addr),
-            admin: format!("http://{}", running.admin_addr),
-            running: Some(running),
-            http: reqwest::Client::new(),
-            dir: dir.to_path_buf(),
-            _tmp: None,
-        }
+        Baton::start_in_with_server(dir, "", spool_extra, body).await
     }
 
     /// Graceful stop (like SIGTERM); the temp dir is kept until the value is dropped.
@@ -108,20 +97,9 @@ impl Baton {
     /// Starts with `server_extra` lines added to `[server]` (SMTP listeners, TLS, limits).
     pub async fn start_with_server(server_extra: &str, spool_extra: &str, body: &str) -> Baton {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().to_path_buf();
-        let text =
-            config_text(&dir, spool_extra, body).replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1);
-        let loaded = baton::config::load_str(&text, "test.toml", &|_| None)
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
-        let running = baton::app::start(loaded).await.expect("baton starts");
-        Baton {
-            base: format!("http://{}", running.http_addr),
-            admin: format!("http://{}", running.admin_addr),
-            running: Some(running),
-            http: reqwest::Client::new(),
-            dir,
-            _tmp: Some(tmp),
-        }
+        let mut b = Baton::start_in_with_server(tmp.path(), server_extra, spool_extra, body).await;
+        b._tmp = Some(tmp);
+        b
     }
 
     /// The `server.smtp_listen` address (an ephemeral port when configured as `:0`).
@@ -271,4 +249,35 @@ pub fn recipient<'a>(status: &'a Value, email: &str) -> &'a Value {
         .iter()
         .find(|r| r["email"] == email)
         .unwrap_or_else(|| panic!("{email} in {status}"))
+}
+
+impl Baton {
+    /// Starts on an existing directory with `server_extra` lines added to `[server]` (a spool
+    /// on a special filesystem, with SMTP listeners).
+    pub async fn start_in_with_server(dir: &Path, server_extra: &str, spool_extra: &str, body: &str) -> Baton {
+        let text =
+            config_text(dir, spool_extra, body).replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1);
+        let loaded = baton::config::load_str(&text, "test.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
+        let running = baton::app::start(loaded).await.expect("baton starts");
+        Baton {
+            base: format!("http://{}", running.http_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running: Some(running),
+            http: reqwest::Client::new(),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    /// `GET /readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        let resp = self.http.get(format!("{}/readyz", self.admin)).send().await.expect("readyz");
+        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+    }
+
+    /// `GET /admin/queue`.
+    pub async fn admin_queue(&self) -> Value {
+        self.http.get(format!("{}/admin/queue", self.admin)).send().await.unwrap().json().await.unwrap()
+    }
 }

@@ -11,45 +11,22 @@ pub struct BatonProcess {
     pub child: Child,
     pub http: String,
     pub admin: String,
+    /// `host:port` of `server.smtp_listen`, when configured.
+    pub smtp: Option<String>,
     lines: mpsc::Receiver<String>,
 }
 
 impl BatonProcess {
     /// Starts `baton serve --config PATH --log-format json` and waits for its listening line.
     pub fn spawn(config: &Path) -> BatonProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("baton binary starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("baton did not start; log:\n{}", seen.join("\n"));
-            };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "baton listening"
-            {
-                let http = format!("http://{}", v["http"].as_str().expect("http address"));
-                let admin = format!("http://{}", v["admin"].as_str().expect("admin address"));
-                return BatonProcess { child, http, admin, lines: rx };
-            }
-            seen.push(line);
+        BatonProcess::spawn_with_prefix(config, &[])
+    }
+
+    /// Like [`BatonProcess::spawn`], run through a wrapper command (e.g. `prlimit --nofile=…`).
+    pub fn spawn_with_prefix(config: &Path, prefix: &[&str]) -> BatonProcess {
+        match BatonProcess::launch(config, prefix, Duration::from_secs(30)) {
+            Ok(baton) => baton,
+            Err(exited) => panic!("baton did not start ({}); log:\n{}", exited.status, exited.log.join("\n")),
         }
     }
 
@@ -89,4 +66,93 @@ impl Drop for BatonProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A Baton that exited instead of starting: its exit status and everything it logged.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub log: Vec<String>,
+}
+
+impl BatonProcess {
+    /// Starts Baton like [`BatonProcess::spawn`], but a Baton that refuses to start is an
+    /// answer, not a failure: `Err` with its exit status and log. Panics if it neither starts
+    /// nor exits within `within` (a hang).
+    pub fn start_or_exit(config: &Path, within: Duration) -> Result<BatonProcess, Exited> {
+        BatonProcess::launch(config, &[], within)
+    }
+
+    /// Starts `baton serve` (through `prefix`, when given) and waits for its listening line
+    /// or its exit.
+    fn launch(config: &Path, prefix: &[&str], within: Duration) -> Result<BatonProcess, Exited> {
+        let binary = env!("CARGO_BIN_EXE_baton");
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("baton binary starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + within;
+        let mut log = Vec::new();
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    let v = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
+                    if v["message"] == "baton listening" {
+                        let http = format!("http://{}", v["http"].as_str().expect("http address"));
+                        let admin = format!("http://{}", v["admin"].as_str().expect("admin address"));
+                        let smtp = v["smtp"].as_str().map(str::to_string);
+                        return Ok(BatonProcess { child, http, admin, smtp, lines: replay(log, rx) });
+                    }
+                    log.push(line);
+                }
+                // stderr closed: the process is exiting.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().expect("wait");
+                    return Err(Exited { status, log });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("baton neither started nor exited within {within:?}; log:\n{}", log.join("\n"));
+                }
+            }
+        }
+    }
+}
+
+/// A receiver that yields `first`, then whatever `rest` yields (so [`BatonProcess::log_lines`]
+/// includes what was logged while starting).
+fn replay(first: Vec<String>, rest: mpsc::Receiver<String>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    for line in first {
+        let _ = tx.send(line);
+    }
+    std::thread::spawn(move || {
+        for line in rest {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

@@ -10,8 +10,18 @@
 //! content is just content (no SMTP smuggling); a bare LF in the content is taken as a line end
 //! and stored as CRLF (with the dot-unstuffing a line end implies), so what Baton later relays
 //! is a well-formed message.
+//!
+//! Bare CR and NUL are refused, not normalised (the check is the one HTTP raw messages get,
+//! [`crate::ingest::headers::unsafe_line_ending`]): RFC 5321 §2.3.8 allows CR only as part of
+//! CRLF, and RFC 5322 §2.3 keeps NUL out of message text. Next hops differ in what they make
+//! of them (a lenient one may take `<CR>.<CR>` as the end of DATA: SMTP smuggling), and any
+//! rewrite would change bytes a signature may cover, so the whole message is refused with
+//! `554 5.6.0` and a reason the sender can act on. Postfix normalises bare LF only; so does Baton.
+//!
+//! Time is bounded as well as size: all content must arrive by the transaction's data
+//! [`Deadline`] (`smtp.data_timeout`).
 
-use super::io::{Io, ReadError};
+use super::io::{Deadline, Io, ReadError};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 
 /// How a message body ended.
@@ -23,7 +33,12 @@ pub enum Received {
 }
 
 /// Reads DATA content into `body` (after what it already holds) up to the terminating dot.
-pub async fn receive_data(io: &mut Io, body: &mut Vec<u8>, limit: usize) -> Result<Received, ReadError> {
+pub async fn receive_data(
+    io: &mut Io,
+    body: &mut Vec<u8>,
+    limit: usize,
+    deadline: Deadline,
+) -> Result<Received, ReadError> {
     let start = body.len();
     let mut receiver = DataReceiver::new();
     // The receiver recognises `.` at the start of a line only after it has seen a CRLF; the
@@ -47,13 +62,18 @@ pub async fn receive_data(io: &mut Io, body: &mut Vec<u8>, limit: usize) -> Resu
         if done {
             return Ok(if discard.is_some() { Received::TooLarge } else { Received::Complete });
         }
-        io.fill(None).await?;
+        io.fill(None, deadline).await?;
     }
 }
 
 /// Reads one BDAT chunk of `size` octets into `body`, or throws it away when `body` is `None`
 /// (a refused or oversize chunk still has to be read to stay in step with the client).
-pub async fn receive_chunk(io: &mut Io, body: Option<&mut Vec<u8>>, size: usize) -> Result<(), ReadError> {
+pub async fn receive_chunk(
+    io: &mut Io,
+    body: Option<&mut Vec<u8>>,
+    size: usize,
+    deadline: Deadline,
+) -> Result<(), ReadError> {
     match body {
         Some(body) => {
             body.reserve(size);
@@ -67,7 +87,7 @@ pub async fn receive_chunk(io: &mut Io, body: Option<&mut Vec<u8>>, size: usize)
                 if done {
                     return Ok(());
                 }
-                io.fill(None).await?;
+                io.fill(None, deadline).await?;
             }
         }
         None => {
@@ -81,7 +101,7 @@ pub async fn receive_chunk(io: &mut Io, body: Option<&mut Vec<u8>>, size: usize)
                 if done {
                     return Ok(());
                 }
-                io.fill(None).await?;
+                io.fill(None, deadline).await?;
             }
         }
     }

@@ -4,9 +4,13 @@
 //! Reading is bounded: a command line may not grow past the configured maximum (the rest of an
 //! over-long line is read and thrown away), and message data is handed out in read-sized pieces,
 //! so a client can never make a session hold more than one read buffer of input it has not
-//! accounted for. Replies are buffered and written only when the session needs more input:
-//! that is what makes PIPELINING work (one write for a whole batch of pipelined commands) and
-//! it keeps the number of syscalls per message small.
+//! accounted for. Reading is bounded in time too: besides the idle timeout, which restarts with
+//! every byte, a whole command line or message content must arrive before a [`Deadline`], so
+//! a client dripping one byte at a time cannot hold a session forever.
+//!
+//! Replies are buffered and written only when the session needs more input: that is what makes
+//! PIPELINING work (one write for a whole batch of pipelined commands) and it keeps the number
+//! of syscalls per message small.
 
 use std::io;
 use std::pin::Pin;
@@ -14,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ProtocolVersion;
 use tokio_rustls::server::TlsStream;
@@ -69,11 +74,49 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// What a [`Deadline`] bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// One command line, or one AUTH response line (`smtp.command_timeout`).
+    Command,
+    /// The content of one message (`smtp.data_timeout`).
+    Data,
+}
+
+impl Phase {
+    /// The `phase` label of `baton_smtp_timeouts_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Command => "command",
+            Phase::Data => "data",
+        }
+    }
+}
+
+/// The time by which a whole read must be done, however often bytes arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    phase: Phase,
+}
+
+impl Deadline {
+    pub fn after(limit: Duration, phase: Phase) -> Deadline {
+        Deadline { at: Instant::now() + limit, phase }
+    }
+
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+}
+
 /// Why no (more) input could be read.
 #[derive(Debug)]
 pub enum ReadError {
     /// Nothing arrived within the idle timeout.
     Idle,
+    /// The read was not done by its deadline.
+    TooSlow(Phase),
     /// Shutdown began while waiting for a command.
     Stopped,
     /// The client closed the connection.
@@ -161,15 +204,19 @@ impl Io {
     }
 
     /// Reads more input, after writing any queued replies (the client may be waiting for them
-    /// before it sends more). With `stop`, gives up when shutdown begins.
-    pub async fn fill(&mut self, stop: Option<&CancellationToken>) -> Result<(), ReadError> {
+    /// before it sends more). With `stop`, gives up when shutdown begins. Waits at most the
+    /// idle timeout, and never past `deadline`.
+    pub async fn fill(&mut self, stop: Option<&CancellationToken>, deadline: Deadline) -> Result<(), ReadError> {
         self.flush().await?;
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
         self.buf.reserve(READ_CHUNK);
-        let read = tokio::time::timeout(self.idle, self.stream.read_buf(&mut self.buf));
+        let left = deadline.at.saturating_duration_since(Instant::now());
+        let (wait, late) =
+            if left < self.idle { (left, ReadError::TooSlow(deadline.phase)) } else { (self.idle, ReadError::Idle) };
+        let read = tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf));
         let outcome = match stop {
             Some(stop) => tokio::select! {
                 r = read => Some(r),
@@ -182,12 +229,18 @@ impl Io {
             Some(Ok(Ok(0))) => Err(ReadError::Closed),
             Some(Ok(Ok(_))) => Ok(()),
             Some(Ok(Err(e))) => Err(ReadError::Io(e)),
-            Some(Err(_)) => Err(ReadError::Idle),
+            Some(Err(_)) => Err(late),
         }
     }
 
-    /// Reads one line of at most `max` bytes (line ending included in the count).
-    pub async fn line(&mut self, max: usize, stop: Option<&CancellationToken>) -> Result<Line, ReadError> {
+    /// Reads one line of at most `max` bytes (line ending included in the count) by
+    /// `deadline`. A line of which nothing arrived by then is an idle session, not a slow one.
+    pub async fn line(
+        &mut self,
+        max: usize,
+        stop: Option<&CancellationToken>,
+        deadline: Deadline,
+    ) -> Result<Line, ReadError> {
         let mut discarding = false;
         loop {
             let pending = self.buffered();
@@ -207,7 +260,11 @@ impl Io {
                 let n = pending.len();
                 self.consume(n);
             }
-            self.fill(stop).await?;
+            let started = discarding || !self.buffered().is_empty();
+            match self.fill(stop, deadline).await {
+                Err(ReadError::TooSlow(_)) if !started => return Err(ReadError::Idle),
+                other => other?,
+            }
         }
     }
 

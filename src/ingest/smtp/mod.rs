@@ -8,26 +8,41 @@
 //! | `limits.rs` | per-listener connection counting (total and per IP) |
 //! | `io.rs` | the plain/TLS stream, bounded line reading, reply buffering |
 //! | `session.rs` | the command loop, EHLO/STARTTLS/RSET/QUIT, error accounting |
-//! | `auth.rs` | AUTH PLAIN / LOGIN and the brute-force limits |
+//! | `auth.rs` | AUTH PLAIN / LOGIN and the per-connection brute-force limits |
+//! | `guard.rs` | AUTH failures counted across connections, per address and per username; blocks |
 //! | `transaction.rs` | MAIL / RCPT / DATA / BDAT and the hand-off to the spool |
-//! | `data.rs` | receiving message content within the size limit |
+//! | `data.rs` | receiving message content within the size and time limits; bare LF, bare CR, NUL |
 //! | `received.rs` | the Received: header |
+//! | `submission.rs` | `Date:` and `Message-ID:` when the message has none (RFC 6409 §8) |
 //! | `reply.rs` | every reply text and enhanced status code |
 //!
 //! Commands are parsed by smtp-proto. The limits (`[smtp]`, `server.max_message_size`,
 //! `server.max_recipients`) and the certificate come from the live config: each command sees
 //! the snapshot current when it arrived.
+//!
+//! What a hostile client runs into: connection caps (total, per IP); an idle timeout per read
+//! and, for a client that drips bytes, a time limit per command line (`command_timeout`,
+//! 5 min) and per message content (`data_timeout`, 10 min), both answered `421 4.4.2`;
+//! `max_errors` protocol errors per session; AUTH failures delayed, capped per connection and
+//! blocked across connections per address and per username (`454 4.7.0`, see `guard.rs`).
+//!
+//! What Baton changes in a message it takes: a `Received:` header on top, `Date:` and
+//! `Message-ID:` when missing, bare LF stored as CRLF. A message with NUL or a bare CR is
+//! refused with `554 5.6.0` (see `data.rs` for why refuse rather than normalise).
 
 mod auth;
 mod data;
+mod guard;
 mod io;
 mod limits;
 mod received;
 mod reply;
 mod session;
+mod submission;
 mod transaction;
 
 use crate::app::Shared;
+pub use guard::AuthGuard;
 use limits::{ConnectionLimits, Refusal};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +57,16 @@ use tokio_util::sync::CancellationToken;
 /// On shutdown the listener closes at once; a session waiting for a command answers
 /// `421 4.3.2` and closes, a session receiving message content reads it to the end and then
 /// answers `421 4.3.2` (the spool takes no new messages once shutdown has begun).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, implicit_tls: bool, stop: CancellationToken) {
+///
+/// `guard` counts AUTH failures: give the smtp and smtps listeners the same one, so a client
+/// cannot double its guesses by switching listener.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    guard: Arc<AuthGuard>,
+    implicit_tls: bool,
+    stop: CancellationToken,
+) {
     let limits = Arc::new(ConnectionLimits::default());
     let mut sessions = JoinSet::new();
     loop {
@@ -69,7 +93,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, implicit_tls: boo
                 let smtp = &rt.config.smtp;
                 match limits.admit(peer.ip(), smtp.max_connections, smtp.max_connections_per_ip) {
                     Ok(slot) => {
-                        sessions.spawn(session::run(shared.clone(), tcp, peer, implicit_tls, stop.clone(), slot));
+                        let run =
+                            session::run(shared.clone(), guard.clone(), tcp, peer, implicit_tls, stop.clone(), slot);
+                        sessions.spawn(run);
                     }
                     Err(why) => {
                         tracing::info!(peer = %peer, limit = ?why, "SMTP connection refused: too many connections");

@@ -20,12 +20,16 @@ pub const AUTH_PASSWORD: &str = "334 UGFzc3dvcmQ6";
 pub const AUTH_REQUIRED: &str = "530 5.7.0 Authentication required";
 pub const ENCRYPTION_REQUIRED: &str = "538 5.7.11 Encryption required for requested authentication mechanism";
 pub const BAD_CREDENTIALS: &str = "535 5.7.8 Authentication credentials invalid";
+/// RFC 4954 §6: the address or username is blocked for now after too many failures; the
+/// credentials were not checked.
+pub const AUTH_BLOCKED: &str = "454 4.7.0 Temporary authentication failure";
 pub const AUTH_CANCELLED: &str = "501 5.7.0 Authentication cancelled";
 pub const AUTH_BAD_BASE64: &str = "501 5.5.2 Cannot decode the authentication response";
 pub const AUTH_UNSUPPORTED: &str = "504 5.5.4 Unrecognized authentication type (PLAIN and LOGIN are supported)";
 pub const AUTH_ALREADY: &str = "503 5.5.1 Already authenticated";
 pub const AUTH_IN_TRANSACTION: &str = "503 5.5.1 AUTH is not permitted during a mail transaction";
 pub const SENDER_NOT_ALLOWED: &str = "550 5.7.1 Sender address not allowed for this client";
+pub const HEADER_SENDER_NOT_ALLOWED: &str = "550 5.7.1 From: or Sender: header address not allowed for this client";
 pub const NULL_SENDER: &str = "550 5.7.1 Null sender not accepted: bounces are not submissions";
 pub const TOO_MANY_RECIPIENTS: &str = "452 4.5.3 Too many recipients";
 pub const TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size";
@@ -51,6 +55,12 @@ pub const BDAT_AFTER_DATA_MIX: &str = "503 5.5.1 DATA cannot be used after BDAT 
 pub const NOT_IN_TRANSACTION: &str = "503 5.5.1 Command not permitted during a mail transaction";
 pub const UNSUPPORTED_PARAMETER: &str = "555 5.5.4 Unsupported parameter";
 
+/// A message with NUL or a bare CR (RFC 5321 §2.3.8: CR only as part of CRLF); `why` says
+/// which, e.g. "contains a NUL character".
+pub fn unsafe_content(why: &str) -> String {
+    format!("554 5.6.0 Message {why}")
+}
+
 /// `501 5.5.4 Syntax: <what is expected>`.
 pub fn syntax(expected: &str) -> String {
     format!("501 5.5.4 Syntax: {expected}")
@@ -71,6 +81,16 @@ pub fn shutting_down(host: &str) -> String {
 
 pub fn idle_timeout(host: &str) -> String {
     format!("421 4.4.2 {host} Idle timeout, closing connection")
+}
+
+/// A command line took longer than `smtp.command_timeout` (RFC 5321 §4.5.3.2.7).
+pub fn command_timeout(host: &str) -> String {
+    format!("421 4.4.2 {host} Command not received in time, closing connection")
+}
+
+/// Message content took longer than `smtp.data_timeout`.
+pub fn data_timeout(host: &str) -> String {
+    format!("421 4.4.2 {host} Message content not received in time, closing connection")
 }
 
 pub fn too_many_errors(host: &str) -> String {

@@ -2,7 +2,8 @@
 //! NOOP, VRFY, QUIT) and the error accounting that ends abusive sessions. AUTH is in
 //! `auth.rs`; MAIL/RCPT/DATA/BDAT in `transaction.rs`.
 
-use super::io::{self, Io, Line, ReadError, Stream};
+use super::guard::AuthGuard;
+use super::io::{self, Deadline, Io, Line, Phase, ReadError, Stream};
 use super::limits::Slot;
 use super::received::sanitize_helo;
 use super::reply;
@@ -39,6 +40,8 @@ pub struct Session {
     /// The login that succeeded with AUTH on this connection.
     pub authenticated: Option<super::auth::Credentials>,
     pub tx: Option<Transaction>,
+    /// AUTH failures across the listener's connections.
+    pub guard: Arc<AuthGuard>,
     errors: u32,
     pub auth_failures: u32,
 }
@@ -46,6 +49,7 @@ pub struct Session {
 /// Runs one connection from greeting to close. `_slot` holds its connection-limit slot.
 pub async fn run(
     shared: Arc<Shared>,
+    guard: Arc<AuthGuard>,
     tcp: TcpStream,
     peer: SocketAddr,
     implicit_tls: bool,
@@ -81,6 +85,7 @@ pub async fn run(
         helo: None,
         authenticated: None,
         tx: None,
+        guard,
         errors: 0,
         auth_failures: 0,
     };
@@ -101,7 +106,9 @@ impl Session {
 
     async fn serve(&mut self) {
         loop {
-            let line = match self.io.line(self.max_line(), Some(&self.stop)).await {
+            // RFC 5321 §4.5.3.2.7: the whole command, not each byte of it, gets the timeout.
+            let deadline = Deadline::after(self.rt.config.smtp.command_timeout.0, Phase::Command);
+            let line = match self.io.line(self.max_line(), Some(&self.stop), deadline).await {
                 Ok(line) => line,
                 Err(e) => {
                     self.read_failed(e);
@@ -287,7 +294,17 @@ impl Session {
         match e {
             ReadError::Idle => {
                 tracing::debug!(peer = %self.peer, "SMTP session idle for too long");
+                self.shared.metrics.smtp_timeouts.with_label_values(&["idle"]).inc();
                 let bye = reply::idle_timeout(self.hostname());
+                self.io.reply(&bye);
+            }
+            ReadError::TooSlow(phase) => {
+                tracing::info!(peer = %self.peer, phase = phase.as_str(), "SMTP input too slow; closing");
+                self.shared.metrics.smtp_timeouts.with_label_values(&[phase.as_str()]).inc();
+                let bye = match phase {
+                    Phase::Command => reply::command_timeout(self.hostname()),
+                    Phase::Data => reply::data_timeout(self.hostname()),
+                };
                 self.io.reply(&bye);
             }
             ReadError::Stopped => {

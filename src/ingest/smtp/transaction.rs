@@ -1,12 +1,19 @@
 //! The mail transaction: MAIL FROM (who is sending and may they), RCPT TO, then the content by
 //! DATA or BDAT, handed to the spool through [`crate::ingest::accept`]. The `250 ... queued as`
 //! reply is written only after `accept` returns, i.e. after the spool's fsync.
+//!
+//! Before that, the content is checked (no NUL, no bare CR: see `data.rs`) and, when missing,
+//! given `Date:` and `Message-ID:` (`submission.rs`). The null sender (`MAIL FROM:<>`) is taken
+//! only from clients with `allow_null_sender` (MTAs relaying their bounces).
 
 use super::data::{self, Received};
+use super::io::{Deadline, Phase, ReadError};
 use super::received::{Trace, protocol};
 use super::reply;
 use super::session::{Flow, Session};
+use super::submission;
 use crate::ingest::compose::Composed;
+use crate::ingest::headers::unsafe_line_ending;
 use crate::ingest::{IngestError, accept, new_message_id};
 use crate::runtime::Client;
 use crate::spool::record::Ingress;
@@ -32,6 +39,8 @@ struct Chunks {
     /// The Received: header followed by the content so far.
     body: Vec<u8>,
     header_len: usize,
+    /// All chunks of the transaction must arrive by this (`smtp.data_timeout`).
+    deadline: Deadline,
 }
 
 /// `local@domain` with both parts present (smtp-proto has checked the characters).
@@ -84,18 +93,8 @@ impl Session {
             return self.reject("too_large", reply::TOO_BIG);
         }
         let address = from.address;
-        if address.is_empty() {
-            return self.reject("sender_not_allowed", reply::NULL_SENDER);
-        }
-        if !smtputf8 && !address.is_ascii() {
-            return self.error(reply::NEEDS_SMTPUTF8);
-        }
-        if !well_formed(&address) {
-            return self.error(reply::BAD_SENDER);
-        }
-        if !client.may_send_from(&address) {
-            tracing::info!(peer = %self.peer.ip(), client = %client.name, sender = %address, "SMTP sender not allowed for this client");
-            return self.reject("sender_not_allowed", reply::SENDER_NOT_ALLOWED);
+        if let Err(refused) = self.check_sender(&client, &address, smtputf8) {
+            return refused;
         }
         self.tx = Some(Transaction {
             client,
@@ -108,6 +107,35 @@ impl Session {
         });
         self.io.reply(reply::SENDER_OK);
         Flow::Continue
+    }
+
+    /// Whether `client` may use `address` as its envelope sender; the reply when not.
+    fn check_sender(&mut self, client: &Client, address: &str, smtputf8: bool) -> Result<(), Flow> {
+        if address.is_empty() {
+            // RFC 5321 §4.5.5: the null sender is for notifications (bounces), which an MTA
+            // relaying through Baton may have to send; an application has no business with it.
+            if self.allows_null_sender(client) {
+                return Ok(());
+            }
+            let peer = self.peer.ip();
+            tracing::warn!(%peer, client = %client.name, "SMTP null sender refused (allow_null_sender is off)");
+            return Err(self.reject("null_sender", reply::NULL_SENDER));
+        }
+        if !smtputf8 && !address.is_ascii() {
+            return Err(self.error(reply::NEEDS_SMTPUTF8));
+        }
+        if !well_formed(address) {
+            return Err(self.error(reply::BAD_SENDER));
+        }
+        if !client.may_send_from(address) {
+            tracing::info!(peer = %self.peer.ip(), client = %client.name, sender = %address, "SMTP sender not allowed for this client");
+            return Err(self.reject("sender_not_allowed", reply::SENDER_NOT_ALLOWED));
+        }
+        Ok(())
+    }
+
+    fn allows_null_sender(&self, client: &Client) -> bool {
+        self.rt.config.clients.iter().any(|c| c.name == client.name && c.allow_null_sender)
     }
 
     pub fn rcpt(&mut self, to: RcptTo<String>) -> Flow {
@@ -185,7 +213,8 @@ impl Session {
         let mut body = Vec::with_capacity(header.len() + hint + 2);
         body.extend_from_slice(header.as_bytes());
         self.io.reply(reply::START_DATA);
-        match data::receive_data(&mut self.io, &mut body, limit).await {
+        let deadline = Deadline::after(self.rt.config.smtp.data_timeout.0, Phase::Data);
+        match data::receive_data(&mut self.io, &mut body, limit, deadline).await {
             Ok(Received::Complete) => {}
             Ok(Received::TooLarge) => {
                 self.tx = None;
@@ -201,9 +230,11 @@ impl Session {
 
     pub async fn bdat(&mut self, size: usize, last: bool) -> Flow {
         let limit = self.rt.config.server.max_message_size.0 as usize;
+        let data_timeout = self.rt.config.smtp.data_timeout.0;
         // A refused chunk is still read, or its bytes would be taken for commands.
         if let Some(refusal) = self.content_refusal() {
-            return match data::receive_chunk(&mut self.io, None, size).await {
+            let deadline = Deadline::after(data_timeout, Phase::Data);
+            return match data::receive_chunk(&mut self.io, None, size, deadline).await {
                 Ok(()) => self.error(refusal),
                 Err(e) => {
                     self.read_failed(e);
@@ -215,12 +246,19 @@ impl Session {
             let id = new_message_id();
             let body = self.trace_header(&id).into_bytes();
             let header_len = body.len();
-            self.tx.as_mut().expect("checked").chunks = Some(Chunks { id, body, header_len });
+            let deadline = Deadline::after(data_timeout, Phase::Data);
+            self.tx.as_mut().expect("checked").chunks = Some(Chunks { id, body, header_len, deadline });
         }
         let chunks = self.tx.as_mut().and_then(|tx| tx.chunks.as_mut()).expect("set above");
+        let deadline = chunks.deadline;
+        // Many small chunks, each quick, must not stretch a transaction past its deadline.
+        if deadline.passed() {
+            self.read_failed(ReadError::TooSlow(Phase::Data));
+            return Flow::Close;
+        }
         let fits = (chunks.body.len() - chunks.header_len).saturating_add(size) <= limit;
         let target = fits.then_some(&mut chunks.body);
-        if let Err(e) = data::receive_chunk(&mut self.io, target, size).await {
+        if let Err(e) = data::receive_chunk(&mut self.io, target, size, deadline).await {
             self.read_failed(e);
             return Flow::Close;
         }
@@ -233,7 +271,7 @@ impl Session {
             self.io.reply(&format!("250 2.0.0 {size} octets received"));
             return Flow::Continue;
         }
-        let Chunks { id, body, header_len } = self.tx.as_mut().and_then(|tx| tx.chunks.take()).expect("set above");
+        let Chunks { id, body, header_len, .. } = self.tx.as_mut().and_then(|tx| tx.chunks.take()).expect("set above");
         self.finish(id, body, header_len, false).await
     }
 
@@ -245,10 +283,22 @@ impl Session {
         if (body.len() - header_len) as u64 > self.rt.config.server.max_message_size.0 {
             return self.reject("too_large", reply::TOO_BIG);
         }
+        if let Some(why) = unsafe_line_ending(&body[header_len..]) {
+            tracing::info!(peer = %self.peer.ip(), client = %tx.client.name, why, "SMTP message refused");
+            return self.reject("invalid", &reply::unsafe_content(why));
+        }
+        if let Some(address) = crate::ingest::headers::foreign_header_sender(&tx.client, &body) {
+            tracing::info!(peer = %self.peer.ip(), client = %tx.client.name, %address, "SMTP message refused: From:/Sender: not this client's");
+            return self.reject("sender_not_allowed", reply::HEADER_SENDER_NOT_ALLOWED);
+        }
+        // RFC 6409 §8: a submission server removes Bcc: before the message goes on.
+        let mut body = crate::ingest::headers::strip_bcc(body);
         if self.stop.is_cancelled() {
             self.refuse_shutting_down();
             return Flow::Close;
         }
+        let date = mail_builder::headers::date::Date::now().to_rfc822();
+        submission::add_missing_fields(&mut body, header_len, &id, self.hostname(), &date);
         let composed =
             Composed { mail_from: tx.mail_from, recipients: tx.recipients, body, stream: None, tags: Vec::new() };
         match accept(&self.shared, id, &tx.client.name, Ingress::Smtp, composed, None).await {
