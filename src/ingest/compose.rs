@@ -109,7 +109,21 @@ struct Parsed {
     email: String,
 }
 
+/// A backslash escape in an address (`"v\\rx"@…`) would be unescaped by the parser and the
+/// mail sent to a different address than the one given: refused instead.
+fn no_escapes(field: &str, value: &str) -> Result<(), ComposeError> {
+    if value.contains('\\') {
+        return Err(ComposeError::Invalid(format!(
+            "{field}: {value:?} contains a backslash escape; write the address without one"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_address(field: &str, input: &AddressInput) -> Result<Parsed, ComposeError> {
+    match input {
+        AddressInput::Plain(s) | AddressInput::Full { email: s, .. } => no_escapes(field, s)?,
+    }
     match input {
         AddressInput::Plain(s) => {
             no_injection(field, s)?;
@@ -372,6 +386,8 @@ mod tests {
             r#"{"from":"a@example.com","to":["b@example.net"],"headers":{"X-A":"v\nBcc: x@example.org"},"text":"t"}"#,
         );
         assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::HeaderInjection(_))));
+        let r = req(r#"{"from":"a@example.com","to":["\"v\\rx\"@example.net"],"text":"t"}"#);
+        assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(m)) if m.contains("backslash")));
         let r = req(r#"{"from":"a@example.com","to":["not an address"],"text":"t"}"#);
         assert!(matches!(compose(r, "i", "h", 1000, 10), Err(ComposeError::Invalid(m)) if m.starts_with("to[0]")));
         let r = req(r#"{"from":"a@example.com","to":[],"text":"t"}"#);

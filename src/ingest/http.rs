@@ -169,7 +169,16 @@ async fn send(
         reject(&shared, "invalid", ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message))
     })?;
     let id = new_message_id();
-    let composed = compose(request, &id, &server.hostname, max_size, server.max_recipients).map_err(|e| match e {
+    // Decoding and building a message of up to max_message_size is CPU work: off the async
+    // workers, so admin, SMTP and delivery stay responsive meanwhile.
+    let (message_id, hostname, max_recipients) = (id.clone(), server.hostname.clone(), server.max_recipients);
+    let built = tokio::task::spawn_blocking(move || compose(request, &message_id, &hostname, max_size, max_recipients))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "message composition failed");
+            reject(&shared, "internal", ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))
+        })?;
+    let composed = built.map_err(|e| match e {
         ComposeError::Invalid(m) => {
             reject(&shared, "invalid", ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m))
         }
