@@ -36,14 +36,68 @@ impl HttpReply {
         serde_json::from_str(&self.body).ok()
     }
 
-    /// `HTTP 422: <body>` (truncated, control characters removed) for attempt records.
+    /// `HTTP 422: <body>` (truncated, control characters removed) for attempt records. A JSON
+    /// body is reduced to its error fields (see [`ERROR_FIELDS`]): a provider that echoes the
+    /// request back (subject, text, html, the raw message) must not put message text into
+    /// logs, `/admin/providers` or a message's status.
     pub fn detail(&self) -> String {
-        truncate_detail(&format!("HTTP {}: {}", self.status, self.body))
+        let text = match serde_json::from_str::<serde_json::Value>(&self.body) {
+            Ok(json @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+                let mut parts = Vec::new();
+                error_fields(&json, &mut parts);
+                parts.join("; ")
+            }
+            _ => self.body.clone(),
+        };
+        truncate_detail(&format!("HTTP {}: {text}", self.status))
     }
 
     /// A header's value as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The fields of a provider's JSON answer that describe an error or a result, across the
+/// providers' shapes (`shared/providers.md`); everything else (echoed content) is left out.
+const ERROR_FIELDS: [&str; 17] = [
+    "message",
+    "Message",
+    "error",
+    "errors",
+    "name",
+    "code",
+    "ErrorCode",
+    "statusCode",
+    "status",
+    "field",
+    "help",
+    "reject_reason",
+    "queued_reason",
+    "email",
+    "id",
+    "MessageID",
+    "__type",
+];
+
+/// Collects `key: value` for every [`ERROR_FIELDS`] key at any depth (arrays included).
+fn error_fields(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match v {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => error_fields(v, out),
+                    serde_json::Value::Null => {}
+                    leaf if ERROR_FIELDS.contains(&key.as_str()) => {
+                        out.push(format!("{key}: {}", leaf.as_str().map_or_else(|| leaf.to_string(), str::to_string)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| error_fields(v, out)),
+        serde_json::Value::String(s) => out.push(s.clone()),
+        _ => {}
     }
 }
 
@@ -207,6 +261,18 @@ mod tests {
         let d = retry_after(&h).unwrap();
         assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
         assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn details_keep_error_fields_and_drop_echoed_content() {
+        let reply = |body: &str| HttpReply { status: 400, headers: HeaderMap::new(), body: body.into() };
+        let echoed = r#"{"message":"Invalid request","request":{"subject":"Your reset code 123456","html":"<p>secret text</p>"},"errors":[{"message":"html too long","field":"html"}]}"#;
+        let d = reply(echoed).detail();
+        assert!(d.contains("Invalid request") && d.contains("html too long") && d.contains("field: html"), "{d}");
+        assert!(!d.contains("123456") && !d.contains("secret text"), "{d}");
+        assert_eq!(reply("<html>Bad Gateway</html>").detail(), "HTTP 400: <html>Bad Gateway</html>");
+        let errors_list = reply(r#"{"errors":["Maximum credits exceeded"],"message":"error"}"#).detail();
+        assert!(errors_list.contains("Maximum credits exceeded"), "{errors_list}");
     }
 
     #[test]
