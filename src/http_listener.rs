@@ -110,8 +110,19 @@ pub async fn serve(
     let counts = Arc::new(Counts::default());
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    let app =
-        router.layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
+    let timeouts = metrics.http_request_timeouts.with_label_values(&[name]);
+    let app = router
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        // Outside the timeout layer, so it sees the 408s that layer answers.
+        .layer(axum::middleware::map_response(move |response: axum::response::Response| {
+            let timeouts = timeouts.clone();
+            async move {
+                if response.status() == axum::http::StatusCode::REQUEST_TIMEOUT {
+                    timeouts.inc();
+                }
+                response
+            }
+        }));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub http_connections: IntGaugeVec,
     /// `baton_http_connections_refused_total{listener, reason}`: connections over a cap.
     pub http_connections_refused: IntCounterVec,
+    /// `baton_http_request_timeouts_total{listener}`: requests answered 408 (too slow).
+    pub http_request_timeouts: IntCounterVec,
     /// `baton_provider_sender_blocked{provider, domain}`: sender domains the provider refused as
     /// unverified and that now go to the next provider. `domain` is one of the domains named in
     /// the clients' `allowed_senders`, or `other` (then the value counts the domains folded in).
@@ -270,6 +272,12 @@ impl Metrics {
                 "HTTP connections refused because a connection cap was reached",
                 &["listener", "reason"],
             ),
+            http_request_timeouts: counter(
+                &registry,
+                "baton_http_request_timeouts_total",
+                "HTTP requests answered 408 because they took longer than server.http_request_timeout",
+                &["listener"],
+            ),
             provider_sender_blocked: gauge_vec(
                 &registry,
                 "baton_provider_sender_blocked",
@@ -415,6 +423,7 @@ impl Metrics {
         }
         for listener in HTTP_LISTENERS {
             self.http_connections.with_label_values(&[listener]);
+            self.http_request_timeouts.with_label_values(&[listener]);
             for reason in crate::http_listener::REFUSAL_REASONS {
                 self.http_connections_refused.with_label_values(&[listener, reason]);
             }

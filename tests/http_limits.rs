@@ -60,6 +60,8 @@ async fn idle_slow_header_and_slow_body_connections_are_closed() {
     }
     let got = read_until_closed(&mut slow_body).await;
     assert!(got.starts_with("HTTP/1.1 408"), "a body that never completes ends in 408: {got}");
+    let m = baton.metrics().await;
+    assert_eq!(Baton::metric(&m, "baton_http_request_timeouts_total", &[("listener", "http")]), 1.0, "{m}");
     // Keep-alive: a connection that made one request is closed once idle too.
     let mut kept = connect(&baton.base).await;
     kept.write_all(b"GET /v1/messages/x HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
