@@ -6,6 +6,7 @@ pub mod compose;
 pub mod headers;
 pub mod http;
 pub mod smtp;
+pub mod submit;
 
 use crate::app::Shared;
 use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, RecipientStatus, now_ms};

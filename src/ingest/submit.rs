@@ -1,0 +1,201 @@
+//! The one path every HTTP API takes into the spool: Baton's own `/v1/messages` and the
+//! provider-compatible APIs (`compat/`). An API only authenticates its client, parses its
+//! request into a [`SendRequest`] and answers in its own shape; reading the body within the
+//! memory budget, composing the message, the sender checks, idempotency and the spool are
+//! here, once. Its promise: whichever API a message came in through, it was checked and
+//! stored exactly alike, and every refusal is counted under one reason list.
+
+use super::compose::{ComposeError, SendRequest, compose};
+use super::{Idempotency, IngestError, accept, new_message_id};
+use crate::app::Shared;
+use crate::runtime::Client;
+use crate::spool::record::Ingress;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why a request was not accepted; each API turns it into its own error shape.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request is malformed or a field is invalid (the message names the field).
+    Invalid(String),
+    /// CR/LF or NUL in a header value, subject or address.
+    HeaderInjection(String),
+    /// Larger than `server.max_message_size` (the limit in bytes).
+    TooLarge(u64),
+    /// The client may not send from this address.
+    SenderNotAllowed(String),
+    /// Too many large requests in flight (`server.http_max_inflight_bytes`).
+    Busy,
+    SpoolFull,
+    ShuttingDown,
+    /// The idempotency key was used with another request (the first message's id).
+    IdempotencyConflict(String),
+    Internal,
+}
+
+impl Refusal {
+    /// The `reason` label of `baton_ingest_rejections_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(_) => "invalid",
+            Refusal::HeaderInjection(_) => "header_injection",
+            Refusal::TooLarge(_) => "too_large",
+            Refusal::SenderNotAllowed(_) => "sender_not_allowed",
+            Refusal::Busy => "rate_limited",
+            Refusal::SpoolFull => "spool_full",
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::IdempotencyConflict(_) => "idempotency_conflict",
+            Refusal::Internal => "internal",
+        }
+    }
+
+    /// A message for the client (never internal details).
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Invalid(m) | Refusal::HeaderInjection(m) | Refusal::SenderNotAllowed(m) => m.clone(),
+            Refusal::TooLarge(limit) => format!("message is larger than the limit of {limit} bytes"),
+            Refusal::Busy => "too many large requests in flight; retry shortly".into(),
+            Refusal::SpoolFull => IngestError::SpoolFull.to_string(),
+            Refusal::ShuttingDown => IngestError::ShuttingDown.to_string(),
+            Refusal::IdempotencyConflict(id) => IngestError::IdempotencyConflict(id.clone()).to_string(),
+            Refusal::Internal => "internal error; the message was not accepted".into(),
+        }
+    }
+}
+
+/// Counts a refusal of the HTTP ingress and hands it back.
+pub fn count(shared: &Shared, refusal: Refusal) -> Refusal {
+    shared.metrics.ingest_rejections.with_label_values(&["http", refusal.reason()]).inc();
+    refusal
+}
+
+/// Room for request bodies in memory, in KiB (`server.http_max_inflight_bytes`), shared by
+/// every API on the listener.
+#[derive(Clone)]
+pub struct BodyBudget {
+    room: Arc<Semaphore>,
+    kib: u32,
+}
+
+/// How long a request waits for room for its body before it is told to come back.
+const BUDGET_WAIT: Duration = Duration::from_secs(10);
+
+impl BodyBudget {
+    pub fn new(bytes: u64) -> BodyBudget {
+        let kib = (bytes / 1024).clamp(1, u64::from(u32::MAX)) as u32;
+        BodyBudget { room: Arc::new(Semaphore::new(kib as usize)), kib }
+    }
+
+    /// Waits for room for a body of `len` bytes (at most the whole budget, so a large body
+    /// proceeds alone); `None` when there is no room within [`BUDGET_WAIT`].
+    async fn reserve(&self, len: u64) -> Option<OwnedSemaphorePermit> {
+        let want = len.div_ceil(1024).clamp(1, u64::from(self.kib)) as u32;
+        tokio::time::timeout(BUDGET_WAIT, self.room.clone().acquire_many_owned(want)).await.ok()?.ok()
+    }
+}
+
+/// A request body read within the budget; the room is given back when this is dropped.
+pub struct ReadBody {
+    pub bytes: Bytes,
+    _room: OwnedSemaphorePermit,
+}
+
+/// Reads a request body of at most what a message of `server.max_message_size` can take in
+/// JSON (base64 is 4/3 of the bytes, plus some structure), waiting for room in the budget.
+pub async fn read_body(
+    shared: &Shared,
+    budget: &BodyBudget,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ReadBody, Refusal> {
+    if shared.is_shutting_down() {
+        return Err(count(shared, Refusal::ShuttingDown));
+    }
+    let max_size = shared.runtime.load().config.server.max_message_size.0;
+    let limit = (max_size as usize).saturating_mul(4) / 3 + 64 * 1024;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(limit as u64)
+        .min(limit as u64);
+    let Some(room) = budget.reserve(declared).await else {
+        return Err(count(shared, Refusal::Busy));
+    };
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| count(shared, Refusal::TooLarge(max_size)))?;
+    Ok(ReadBody { bytes, _room: room })
+}
+
+/// The `Idempotency-Key` header with a fingerprint of `canonical` (the request in a form that
+/// does not depend on formatting), or a refusal for a malformed key.
+pub fn idempotency(shared: &Shared, headers: &HeaderMap, canonical: &str) -> Result<Option<Idempotency>, Refusal> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => {
+                Ok(Some(Idempotency { key: k.to_string(), request: crate::config::text_hash(canonical) }))
+            }
+            _ => {
+                Err(count(shared, Refusal::Invalid("Idempotency-Key must be 1 to 255 visible ASCII characters".into())))
+            }
+        },
+    }
+}
+
+/// Composes, checks and spools one message for `client`. Returns its id (the earlier message's
+/// id when the idempotency key was already used for the same request).
+pub async fn submit(
+    shared: &Shared,
+    client: &Client,
+    request: SendRequest,
+    idempotency: Option<Idempotency>,
+) -> Result<String, Refusal> {
+    let runtime = shared.runtime.load_full();
+    let server = &runtime.config.server;
+    let id = new_message_id();
+    // Decoding and building a message of up to max_message_size is CPU work: off the async
+    // workers, so admin, SMTP and delivery stay responsive meanwhile.
+    let (message_id, hostname) = (id.clone(), server.hostname.clone());
+    let (max_size, max_recipients) = (server.max_message_size.0, server.max_recipients);
+    let built = tokio::task::spawn_blocking(move || compose(request, &message_id, &hostname, max_size, max_recipients))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "message composition failed");
+            count(shared, Refusal::Internal)
+        })?;
+    let composed = built.map_err(|e| {
+        count(
+            shared,
+            match e {
+                ComposeError::Invalid(m) => Refusal::Invalid(m),
+                ComposeError::HeaderInjection(m) => Refusal::HeaderInjection(m),
+                ComposeError::TooLarge(limit) => Refusal::TooLarge(limit),
+            },
+        )
+    })?;
+    if !client.may_send_from(&composed.mail_from) {
+        let m = format!("client {:?} may not send from {}", client.name, composed.mail_from);
+        return Err(count(shared, Refusal::SenderNotAllowed(m)));
+    }
+    if let Some(address) = super::headers::foreign_header_sender(client, &composed.body) {
+        let m = format!("client {:?} may not name {address} in From: or Sender: (see header_senders)", client.name);
+        return Err(count(shared, Refusal::SenderNotAllowed(m)));
+    }
+    match accept(shared, id, &client.name, Ingress::Http, composed, idempotency).await {
+        Ok((id, _new)) => Ok(id),
+        Err(e) => {
+            let refusal = match e {
+                IngestError::SpoolFull => Refusal::SpoolFull,
+                IngestError::ShuttingDown => Refusal::ShuttingDown,
+                IngestError::IdempotencyConflict(id) => Refusal::IdempotencyConflict(id),
+                IngestError::Internal(detail) => {
+                    tracing::error!(error = %detail, "ingest failed");
+                    Refusal::Internal
+                }
+            };
+            Err(count(shared, refusal))
+        }
+    }
+}
