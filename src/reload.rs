@@ -100,9 +100,10 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             s.http_max_connections,
             s.http_max_connections_per_ip,
             s.http_max_inflight_bytes,
+            s.compatible_apis.clone(),
         )
     };
-    check("server.http_* limits", http_limits(old) != http_limits(new));
+    check("server.http_* limits and compatible_apis", http_limits(old) != http_limits(new));
     check("spool.dir", old.spool.dir != new.spool.dir);
     check("spool.max_bytes", old.spool.max_bytes != new.spool.max_bytes);
     check("spool.keep_completed", old.spool.keep_completed != new.spool.keep_completed);

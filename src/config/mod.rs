@@ -85,6 +85,9 @@ pub struct ServerConfig {
     /// run the process out of memory.
     #[serde(default = "default_http_max_inflight_bytes")]
     pub http_max_inflight_bytes: Size,
+    /// Provider APIs served on `http_listen` besides Baton's own (see `ingest::compat`).
+    #[serde(default = "default_compatible_apis")]
+    pub compatible_apis: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -95,6 +98,9 @@ fn default_http_header_timeout() -> Dur {
 }
 fn default_http_request_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(60))
+}
+fn default_compatible_apis() -> Vec<String> {
+    crate::ingest::compat::APIS.iter().map(|s| s.to_string()).collect()
 }
 fn default_http_max_inflight_bytes() -> Size {
     Size(256 * 1024 * 1024)

@@ -88,6 +88,12 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
             p.error(&server.key(key), "must be greater than 0");
         }
     }
+    for (i, api) in c.server.compatible_apis.iter().enumerate() {
+        if !crate::ingest::compat::APIS.contains(&api.as_str()) {
+            let known = crate::ingest::compat::APIS.join(", ");
+            p.error(&server.key("compatible_apis").index(i), format!("unknown API {api:?}; known: {known}"));
+        }
+    }
     if c.server.max_recipients == 0 {
         p.error(&server.key("max_recipients"), "must be at least 1");
     }

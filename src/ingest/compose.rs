@@ -25,6 +25,9 @@ pub struct AttachmentInput {
     #[serde(default)]
     pub content_type: Option<String>,
     pub content_base64: String,
+    /// Set for an inline part the HTML refers to as `cid:<content_id>`.
+    #[serde(default)]
+    pub content_id: Option<String>,
 }
 
 /// Body of `POST /v1/messages`.
@@ -301,7 +304,13 @@ fn build_mime(
         let data = base64::engine::general_purpose::STANDARD
             .decode(a.content_base64.trim())
             .map_err(|e| ComposeError::Invalid(format!("attachments[{i}].content_base64: not valid base64 ({e})")))?;
-        b = b.attachment(content_type, a.filename.clone(), data);
+        b = match &a.content_id {
+            Some(cid) => {
+                no_injection(&format!("attachments[{i}].content_id"), cid)?;
+                b.inline(content_type, cid.clone(), data)
+            }
+            None => b.attachment(content_type, a.filename.clone(), data),
+        };
     }
     b.write_to_vec().map_err(|e| ComposeError::Invalid(format!("cannot build message: {e}")))
 }

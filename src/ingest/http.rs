@@ -18,9 +18,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let budget = BodyBudget::new(shared.runtime.load().config.server.http_max_inflight_bytes.0);
-    Router::new()
-        .route("/v1/messages", post(send))
-        .route("/v1/messages/{id}", get(status))
+    let apis = shared.runtime.load().config.server.compatible_apis.clone();
+    let mut router = Router::new().route("/v1/messages", post(send)).route("/v1/messages/{id}", get(status));
+    // Provider-compatible APIs (`server.compatible_apis`), on their own root paths.
+    if apis.iter().any(|a| a == "resend") {
+        router = router.merge(super::compat::resend::routes());
+    }
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::Extension(budget))
         .with_state(shared)

@@ -2,6 +2,7 @@
 //! client, checks its sender, and hands the message to [`accept`], which answers only after the
 //! message is durably in the spool.
 
+pub mod compat;
 pub mod compose;
 pub mod headers;
 pub mod http;

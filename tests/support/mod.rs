@@ -3,3 +3,4 @@ pub mod certs;
 pub mod mock_http;
 pub mod mock_smtp;
 pub mod process;
+pub mod sdk;

@@ -1,0 +1,380 @@
+//! Resend's API, served by Baton: `POST /emails`, `POST /emails/batch`, `GET /emails/{id}`,
+//! with the client's API key as `Authorization: Bearer`. An app using Resend's SDK changes only
+//! its base URL (`RESEND_BASE_URL` / `resend.api_url`).
+//!
+//! How a Resend request becomes a Baton message: `from` is the sender (name and address),
+//! `to` / `cc` / `bcc` (a string or a list) the recipients, `reply_to` one address, `subject`,
+//! `text`, `html`, `headers`, `attachments` (`content` base64, `filename`, `content_type`,
+//! `content_id` for inline images) and `tags` (kept as `name=value`). `Idempotency-Key` is
+//! Baton's idempotency. What Baton cannot do elsewhere is refused with Resend's
+//! `validation_error`: `scheduled_at` (no scheduling) and `template` (provider-stored).
+//! Answers and errors have Resend's shapes, so the SDK returns its own results and raises its
+//! own typed errors.
+
+use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
+use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use crate::app::Shared;
+use crate::runtime::Client;
+use crate::spool::record::{MessageRecord, MessageStatus};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Resend's limit of emails in one batch request.
+const MAX_BATCH: usize = 100;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new().route("/emails", post(send)).route("/emails/batch", post(batch)).route("/emails/{id}", get(status))
+}
+
+/// A string or a list of strings (`to`, `cc`, `bcc`, `reply_to`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Attachment content: base64 text, or the bytes as a list of numbers (what the Node and
+/// Python SDKs send for a buffer / `list(bytes)`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Base64(String),
+    Bytes(Vec<u8>),
+}
+
+impl Content {
+    fn into_base64(self) -> String {
+        use base64::Engine as _;
+        match self {
+            Content::Base64(s) => s,
+            Content::Bytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Attachment {
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    filename: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    content_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Tag {
+    name: String,
+    value: String,
+}
+
+/// The body of `POST /emails` (Resend's field names; unknown fields are ignored as Resend does).
+#[derive(Debug, Deserialize)]
+struct Email {
+    from: String,
+    to: OneOrMany,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    cc: Option<OneOrMany>,
+    #[serde(default)]
+    bcc: Option<OneOrMany>,
+    #[serde(default, alias = "replyTo")]
+    reply_to: Option<OneOrMany>,
+    #[serde(default)]
+    html: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
+    #[serde(default)]
+    tags: Vec<Tag>,
+    #[serde(default)]
+    scheduled_at: Option<Value>,
+    #[serde(default)]
+    template: Option<Value>,
+}
+
+/// A Resend error: `{statusCode, name, message}` with that HTTP status.
+struct ResendError {
+    status: StatusCode,
+    name: &'static str,
+    message: String,
+}
+
+impl ResendError {
+    fn validation(message: impl Into<String>) -> ResendError {
+        ResendError { status: StatusCode::UNPROCESSABLE_ENTITY, name: "validation_error", message: message.into() }
+    }
+}
+
+impl IntoResponse for ResendError {
+    fn into_response(self) -> Response {
+        let body = json!({"statusCode": self.status.as_u16(), "name": self.name, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Refusal> for ResendError {
+    fn from(r: Refusal) -> ResendError {
+        let (status, name) = match &r {
+            Refusal::Invalid(_) | Refusal::HeaderInjection(_) | Refusal::TooLarge(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
+            }
+            Refusal::SenderNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_from_address"),
+            Refusal::IdempotencyConflict(_) => (StatusCode::CONFLICT, "invalid_idempotent_request"),
+            // Nothing was spooled: a retry by the SDK cannot make a duplicate.
+            Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
+                (StatusCode::SERVICE_UNAVAILABLE, "application_error")
+            }
+        };
+        ResendError { status, name, message: r.message() }
+    }
+}
+
+/// The client whose key is in `Authorization: Bearer`, with Resend's answers for a missing
+/// (401 `missing_api_key`) or unknown (403 `invalid_api_key`) key.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, ResendError> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let refused = |status, name, message: &str| {
+        shared.metrics.ingest_rejections.with_label_values(&["http", "auth"]).inc();
+        ResendError { status, name, message: message.to_string() }
+    };
+    let Some(key) = key else {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "Missing API key in the authorization header",
+        ));
+    };
+    shared
+        .runtime
+        .load()
+        .client_by_key(key)
+        .cloned()
+        .ok_or_else(|| refused(StatusCode::FORBIDDEN, "invalid_api_key", "API key is invalid"))
+}
+
+/// Turns a Resend email into Baton's request; refuses what only Resend itself could do.
+fn translate(email: Email) -> Result<SendRequest, ResendError> {
+    if email.scheduled_at.is_some() {
+        return Err(ResendError::validation("scheduled_at: Baton sends at once; scheduling is not supported"));
+    }
+    if email.template.is_some() {
+        return Err(ResendError::validation("template: Resend-stored templates are not supported by Baton"));
+    }
+    let addresses = |list: Option<OneOrMany>| -> Vec<AddressInput> {
+        list.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(AddressInput::Plain).collect()
+    };
+    let mut reply_to = email.reply_to.map(OneOrMany::into_vec).unwrap_or_default();
+    if reply_to.len() > 1 {
+        return Err(ResendError::validation("reply_to: Baton takes one reply-to address"));
+    }
+    let attachments = email
+        .attachments
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| match (a.content, a.path) {
+            (Some(content), _) => Ok(AttachmentInput {
+                filename: a.filename.unwrap_or_else(|| format!("attachment-{}", i + 1)),
+                content_type: a.content_type,
+                content_base64: content.into_base64(),
+                content_id: a.content_id,
+            }),
+            (None, Some(_)) => Err(ResendError::validation(format!(
+                "attachments[{i}].path: Baton does not fetch attachments from URLs; send `content`"
+            ))),
+            (None, None) => Err(ResendError::validation(format!("attachments[{i}].content: missing"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SendRequest {
+        from: email.from,
+        to: email.to.into_vec().into_iter().map(AddressInput::Plain).collect(),
+        cc: addresses(email.cc),
+        bcc: addresses(email.bcc),
+        reply_to: reply_to.pop().map(AddressInput::Plain),
+        subject: email.subject,
+        text: email.text,
+        html: email.html,
+        headers: email.headers,
+        attachments,
+        tags: email.tags.into_iter().map(|t| format!("{}={}", t.name, t.value)).collect(),
+        stream: None,
+        raw_base64: None,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ResendError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." | "?" => ResendError::validation(format!("invalid JSON body: {}", e.inner())),
+            _ => ResendError::validation(format!("{path}: {}", e.inner())),
+        }
+    })
+}
+
+async fn send(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ResendError> {
+    let client = authenticate(&shared, &headers)?;
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let email: Email = parse(&body.bytes).map_err(|e| counted(&shared, e))?;
+    let request = translate(email).map_err(|e| counted(&shared, e))?;
+    let canonical = serde_json::from_slice::<Value>(&body.bytes).map(|v| v.to_string()).unwrap_or_default();
+    let idempotency = submit::idempotency(&shared, &headers, &canonical)?;
+    let id = submit::submit(&shared, &client, request, idempotency).await?;
+    Ok(Json(json!({ "id": id })).into_response())
+}
+
+/// `POST /emails/batch`: one spooled message per item, in order. When an item is refused after
+/// earlier ones were spooled, the answer keeps their ids and lists the refusal in `errors`
+/// (Resend's permissive batch shape): what was accepted is never reported as failed.
+async fn batch(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ResendError> {
+    let client = authenticate(&shared, &headers)?;
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let items: Vec<Value> = parse(&body.bytes).map_err(|e| counted(&shared, e))?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(counted(&shared, ResendError::validation(format!("a batch holds 1 to {MAX_BATCH} emails"))));
+    }
+    let mut requests = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let email: Email = parse(item.to_string().as_bytes())
+            .map_err(|e| counted(&shared, ResendError { message: format!("[{i}].{}", e.message), ..e }))?;
+        requests.push((item.to_string(), translate(email).map_err(|e| counted(&shared, e))?));
+    }
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut data = Vec::new();
+    let mut errors = Vec::new();
+    for (i, (canonical, request)) in requests.into_iter().enumerate() {
+        // One key for the batch: each item is idempotent under "key/index".
+        let idempotency = key.as_ref().map(|k| super::super::Idempotency {
+            key: format!("{k}/{i}"),
+            request: crate::config::text_hash(&canonical),
+        });
+        match submit::submit(&shared, &client, request, idempotency).await {
+            Ok(id) => data.push(json!({ "id": id })),
+            Err(refusal) if data.is_empty() => return Err(refusal.into()),
+            Err(refusal) => errors.push(json!({"index": i, "message": refusal.message()})),
+        }
+    }
+    let mut answer = json!({ "data": data });
+    if !errors.is_empty() {
+        answer["errors"] = Value::Array(errors);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /emails/{id}`: the client's own message in Resend's shape (`last_event` from Baton's
+/// status).
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ResendError> {
+    let client = authenticate(&shared, &headers)?;
+    let spool = shared.spool.clone();
+    let key = id.clone();
+    let record = tokio::task::spawn_blocking(move || spool.get(&key)).await.ok().and_then(Result::ok).flatten();
+    match record {
+        Some(r) if r.client == client.name => Ok(Json(resend_view(&r)).into_response()),
+        _ => Err(ResendError { status: StatusCode::NOT_FOUND, name: "not_found", message: "Email not found".into() }),
+    }
+}
+
+fn resend_view(r: &MessageRecord) -> Value {
+    let last_event = match r.status {
+        MessageStatus::Delivered | MessageStatus::PartiallyDelivered => "delivered",
+        MessageStatus::Failed => "bounced",
+        _ => "queued",
+    };
+    let created =
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.created_ms));
+    json!({
+        "object": "email",
+        "id": r.id,
+        "from": r.mail_from,
+        "to": r.recipients.iter().map(|rc| rc.email.clone()).collect::<Vec<_>>(),
+        "created_at": created.to_string(),
+        "last_event": last_event,
+    })
+}
+
+/// Counts an error found while reading the Resend shape (before the shared path counts its own).
+fn counted(shared: &Shared, e: ResendError) -> ResendError {
+    shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resend_email_becomes_a_baton_request() {
+        let email: Email = serde_json::from_value(json!({
+            "from": "Acme <app@example.com>", "to": "alice@example.net", "cc": ["bob@example.net"],
+            "bcc": "audit@example.com", "reply_to": ["support@example.com"], "subject": "Hi", "html": "<p>x</p>",
+            "headers": {"X-Entity-Ref-ID": "42"}, "tags": [{"name": "category", "value": "reset"}],
+            "attachments": [{"filename": "a.txt", "content": [104, 101, 108, 108, 111]}, {"content": "UE5H", "content_id": "logo", "content_type": "image/png"}],
+        }))
+        .unwrap();
+        let r = translate(email).ok().unwrap();
+        assert_eq!(r.from, "Acme <app@example.com>");
+        assert_eq!((r.to.len(), r.cc.len(), r.bcc.len()), (1, 1, 1));
+        assert!(matches!(r.reply_to, Some(AddressInput::Plain(ref s)) if s == "support@example.com"));
+        assert_eq!(r.tags, ["category=reset"]);
+        assert_eq!(r.attachments[0].content_base64, "aGVsbG8=", "bytes as numbers become base64");
+        assert_eq!(r.attachments[1].content_id.as_deref(), Some("logo"));
+        assert_eq!(r.attachments[1].filename, "attachment-2");
+    }
+
+    #[test]
+    fn what_only_resend_can_do_is_refused() {
+        for extra in [json!({"scheduled_at": "in 1 hour"}), json!({"template": {"id": "t"}})] {
+            let mut v = json!({"from": "app@example.com", "to": "a@example.net", "text": "x"});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let e = translate(serde_json::from_value(v).unwrap()).err().unwrap();
+            assert_eq!((e.status, e.name), (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"));
+        }
+    }
+}
