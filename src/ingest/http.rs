@@ -24,6 +24,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     if apis.iter().any(|a| a == "resend") {
         router = router.merge(super::compat::resend::routes());
     }
+    if apis.iter().any(|a| a == "postmark") {
+        router = router.merge(super::compat::postmark::routes());
+    }
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::Extension(budget))

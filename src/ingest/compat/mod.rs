@@ -5,7 +5,45 @@
 //!
 //! [`SendRequest`]: super::compose::SendRequest
 
+pub mod postmark;
 pub mod resend;
 
 /// The APIs Baton can serve (`server.compatible_apis`; all by default).
 pub const APIS: [&str; 4] = ["mandrill", "sendgrid", "postmark", "resend"];
+
+use crate::app::Shared;
+use crate::runtime::Client;
+use std::sync::Arc;
+
+/// Why a compatible API could not tell who is calling; each API answers in its own shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential where the provider's SDK puts it.
+    Missing,
+    /// A credential that is no client's API key.
+    Invalid,
+}
+
+/// The client whose Baton API key came where the provider's SDK sends its key (counted as an
+/// `auth` rejection when there is none).
+pub fn client(shared: &Shared, key: Option<&str>) -> Result<Arc<Client>, AuthFailure> {
+    let refused = |failure| {
+        shared.metrics.ingest_rejections.with_label_values(&["http", "auth"]).inc();
+        failure
+    };
+    let key = key.map(str::trim).filter(|k| !k.is_empty()).ok_or_else(|| refused(AuthFailure::Missing))?;
+    shared.runtime.load().client_by_key(key).cloned().ok_or_else(|| refused(AuthFailure::Invalid))
+}
+
+/// Parses a provider-shaped JSON body; the error names the field (`to[0]: …`) and is counted
+/// as an `invalid` rejection.
+pub fn parse<T: serde::de::DeserializeOwned>(shared: &Shared, bytes: &[u8]) -> Result<T, String> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
+        match e.path().to_string().as_str() {
+            "." | "?" => format!("invalid JSON body: {}", e.inner()),
+            path => format!("{path}: {}", e.inner()),
+        }
+    })
+}

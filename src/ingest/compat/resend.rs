@@ -13,6 +13,7 @@
 
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
 use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use super::AuthFailure;
 use crate::app::Shared;
 use crate::runtime::Client;
 use crate::spool::record::{MessageRecord, MessageStatus};
@@ -160,29 +161,17 @@ impl From<Refusal> for ResendError {
 /// The client whose key is in `Authorization: Bearer`, with Resend's answers for a missing
 /// (401 `missing_api_key`) or unknown (403 `invalid_api_key`) key.
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, ResendError> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    let refused = |status, name, message: &str| {
-        shared.metrics.ingest_rejections.with_label_values(&["http", "auth"]).inc();
-        ResendError { status, name, message: message.to_string() }
-    };
-    let Some(key) = key else {
-        return Err(refused(
-            StatusCode::UNAUTHORIZED,
-            "missing_api_key",
-            "Missing API key in the authorization header",
-        ));
-    };
-    shared
-        .runtime
-        .load()
-        .client_by_key(key)
-        .cloned()
-        .ok_or_else(|| refused(StatusCode::FORBIDDEN, "invalid_api_key", "API key is invalid"))
+    let key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    super::client(shared, key).map_err(|failure| match failure {
+        AuthFailure::Missing => ResendError {
+            status: StatusCode::UNAUTHORIZED,
+            name: "missing_api_key",
+            message: "Missing API key in the authorization header".into(),
+        },
+        AuthFailure::Invalid => {
+            ResendError { status: StatusCode::FORBIDDEN, name: "invalid_api_key", message: "API key is invalid".into() }
+        }
+    })
 }
 
 /// Turns a Resend email into Baton's request; refuses what only Resend itself could do.
@@ -234,15 +223,8 @@ fn translate(email: Email) -> Result<SendRequest, ResendError> {
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ResendError> {
-    let mut json = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        match path.as_str() {
-            "." | "?" => ResendError::validation(format!("invalid JSON body: {}", e.inner())),
-            _ => ResendError::validation(format!("{path}: {}", e.inner())),
-        }
-    })
+fn parse<T: serde::de::DeserializeOwned>(shared: &Shared, bytes: &[u8]) -> Result<T, ResendError> {
+    super::parse(shared, bytes).map_err(ResendError::validation)
 }
 
 async fn send(
@@ -253,7 +235,7 @@ async fn send(
 ) -> Result<Response, ResendError> {
     let client = authenticate(&shared, &headers)?;
     let body = read_body(&shared, &budget, &headers, body).await?;
-    let email: Email = parse(&body.bytes).map_err(|e| counted(&shared, e))?;
+    let email: Email = parse(&shared, &body.bytes)?;
     let request = translate(email).map_err(|e| counted(&shared, e))?;
     let canonical = serde_json::from_slice::<Value>(&body.bytes).map(|v| v.to_string()).unwrap_or_default();
     let idempotency = submit::idempotency(&shared, &headers, &canonical)?;
@@ -272,14 +254,14 @@ async fn batch(
 ) -> Result<Response, ResendError> {
     let client = authenticate(&shared, &headers)?;
     let body = read_body(&shared, &budget, &headers, body).await?;
-    let items: Vec<Value> = parse(&body.bytes).map_err(|e| counted(&shared, e))?;
+    let items: Vec<Value> = parse(&shared, &body.bytes)?;
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(counted(&shared, ResendError::validation(format!("a batch holds 1 to {MAX_BATCH} emails"))));
     }
     let mut requests = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let email: Email = parse(item.to_string().as_bytes())
-            .map_err(|e| counted(&shared, ResendError { message: format!("[{i}].{}", e.message), ..e }))?;
+        let email: Email = parse(&shared, item.to_string().as_bytes())
+            .map_err(|e| ResendError { message: format!("[{i}].{}", e.message), ..e })?;
         requests.push((item.to_string(), translate(email).map_err(|e| counted(&shared, e))?));
     }
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
