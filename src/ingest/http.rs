@@ -27,6 +27,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     if apis.iter().any(|a| a == "postmark") {
         router = router.merge(super::compat::postmark::routes());
     }
+    if apis.iter().any(|a| a == "sendgrid") {
+        router = router.merge(super::compat::sendgrid::routes());
+    }
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::Extension(budget))

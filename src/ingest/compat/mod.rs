@@ -7,6 +7,7 @@
 
 pub mod postmark;
 pub mod resend;
+pub mod sendgrid;
 
 /// The APIs Baton can serve (`server.compatible_apis`; all by default).
 pub const APIS: [&str; 4] = ["mandrill", "sendgrid", "postmark", "resend"];

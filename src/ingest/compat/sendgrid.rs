@@ -1,0 +1,321 @@
+//! SendGrid's v3 mail API, served by Baton: `POST /v3/mail/send` with the client's Baton API
+//! key as `Authorization: Bearer`. An app using SendGrid's SDK changes only its host
+//! (`SendGridAPIClient(api_key, host=…)`).
+//!
+//! How a SendGrid request becomes Baton messages: each entry of `personalizations` is one
+//! message (SendGrid sends one per personalization) with its `to` / `cc` / `bcc`, its own
+//! `subject` and `headers` over the request's; `from` and `reply_to` (`{email, name}`),
+//! `content` (`text/plain`, `text/html`), `attachments` (`content` base64, `filename`, `type`,
+//! `disposition: inline` + `content_id`), `headers`, `categories` and `custom_args` (kept as
+//! tags). Answer: `202` with an empty body and `X-Message-Id` (the first message's Baton id;
+//! `GET /v1/messages/{id}` works with it). Refused with SendGrid's
+//! `{"errors":[{message, field, help}]}`: `template_id`, `substitutions` and
+//! `dynamic_template_data` (rendering them is still to come), `send_at`.
+
+use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
+use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use super::AuthFailure;
+use crate::app::Shared;
+use crate::runtime::Client;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new().route("/v3/mail/send", post(send))
+}
+
+#[derive(Debug, Deserialize)]
+struct Mailbox {
+    email: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl Mailbox {
+    fn into_input(self) -> AddressInput {
+        AddressInput::Full { email: self.email, name: self.name }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Personalization {
+    #[serde(default)]
+    to: Vec<Mailbox>,
+    #[serde(default)]
+    cc: Option<Vec<Mailbox>>,
+    #[serde(default)]
+    bcc: Option<Vec<Mailbox>>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    custom_args: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    substitutions: Option<Value>,
+    #[serde(default)]
+    dynamic_template_data: Option<Value>,
+    #[serde(default)]
+    send_at: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Content {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Attachment {
+    content: String,
+    filename: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    disposition: Option<String>,
+    #[serde(default)]
+    content_id: Option<String>,
+}
+
+/// The body of `POST /v3/mail/send` (unknown fields such as tracking settings are ignored).
+#[derive(Debug, Deserialize)]
+struct Mail {
+    personalizations: Vec<Personalization>,
+    from: Mailbox,
+    #[serde(default)]
+    reply_to: Option<Mailbox>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    content: Vec<Content>,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    categories: Vec<String>,
+    #[serde(default)]
+    custom_args: BTreeMap<String, String>,
+    #[serde(default)]
+    template_id: Option<String>,
+    #[serde(default)]
+    send_at: Option<Value>,
+}
+
+/// SendGrid's error: `{"errors":[{message, field, help}]}` with an HTTP status.
+struct SendgridError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl SendgridError {
+    fn bad(field: Option<&str>, message: impl Into<String>) -> SendgridError {
+        SendgridError { status: StatusCode::BAD_REQUEST, message: message.into(), field: field.map(str::to_string) }
+    }
+}
+
+impl IntoResponse for SendgridError {
+    fn into_response(self) -> Response {
+        let body = json!({"errors": [{"message": self.message, "field": self.field, "help": null}]});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Refusal> for SendgridError {
+    fn from(r: Refusal) -> SendgridError {
+        let message = r.message();
+        // The field is the part before ": " in Baton's message ("to[0]: …"), when there is one.
+        let field = match &r {
+            Refusal::Invalid(m) | Refusal::HeaderInjection(m) => m.split_once(": ").map(|(f, _)| f.to_string()),
+            Refusal::SenderNotAllowed(_) => Some("from".into()),
+            _ => None,
+        };
+        let status = match &r {
+            Refusal::Invalid(_) | Refusal::HeaderInjection(_) | Refusal::IdempotencyConflict(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            // SendGrid's answer for a sender it will not send for.
+            Refusal::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
+            // Nothing was spooled: a retry by the SDK cannot make a duplicate.
+            Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        SendgridError { status, message, field }
+    }
+}
+
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, SendgridError> {
+    let key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    super::client(shared, key).map_err(|failure| SendgridError {
+        status: StatusCode::UNAUTHORIZED,
+        message: match failure {
+            AuthFailure::Missing => "Permission denied, wrong credentials".into(),
+            AuthFailure::Invalid => "The provided authorization grant is invalid, expired, or revoked".into(),
+        },
+        field: None,
+    })
+}
+
+/// What Baton cannot do yet, named by its field.
+fn refuse_unsupported(mail: &Mail) -> Result<(), SendgridError> {
+    if mail.template_id.is_some() {
+        return Err(SendgridError::bad(Some("template_id"), "SendGrid-stored templates are not supported by Baton"));
+    }
+    if mail.send_at.is_some() {
+        return Err(SendgridError::bad(Some("send_at"), "Baton sends at once; scheduling is not supported"));
+    }
+    for (i, p) in mail.personalizations.iter().enumerate() {
+        let unsupported = [
+            ("substitutions", p.substitutions.is_some()),
+            ("dynamic_template_data", p.dynamic_template_data.is_some()),
+            ("send_at", p.send_at.is_some()),
+        ];
+        if let Some((name, _)) = unsupported.iter().find(|(_, given)| *given) {
+            let field = format!("personalizations.{i}.{name}");
+            return Err(SendgridError::bad(Some(&field), format!("{name} is not supported by Baton yet")));
+        }
+    }
+    Ok(())
+}
+
+/// One Baton request per personalization.
+fn translate(mail: Mail) -> Result<Vec<SendRequest>, SendgridError> {
+    refuse_unsupported(&mail)?;
+    if mail.personalizations.is_empty() {
+        return Err(SendgridError::bad(Some("personalizations"), "at least one personalization is required"));
+    }
+    let from = match &mail.from.name {
+        Some(name) => format!("{name} <{}>", mail.from.email),
+        None => mail.from.email.clone(),
+    };
+    let text = mail.content.iter().find(|c| c.kind.eq_ignore_ascii_case("text/plain")).map(|c| c.value.clone());
+    let html = mail.content.iter().find(|c| c.kind.eq_ignore_ascii_case("text/html")).map(|c| c.value.clone());
+    let mut tags = mail.categories.clone();
+    tags.extend(mail.custom_args.iter().map(|(k, v)| format!("{k}={v}")));
+    let reply_to = mail.reply_to.map(Mailbox::into_input);
+    let attachments: Vec<AttachmentInput> = mail
+        .attachments
+        .iter()
+        .map(|a| AttachmentInput {
+            filename: a.filename.clone(),
+            content_type: a.kind.clone(),
+            content_base64: a.content.clone(),
+            content_id: a.content_id.clone().filter(|_| a.disposition.as_deref() == Some("inline")),
+        })
+        .collect();
+    Ok(mail
+        .personalizations
+        .into_iter()
+        .map(|p| {
+            let mut headers = mail.headers.clone();
+            headers.extend(p.headers.unwrap_or_default());
+            let mut tags = tags.clone();
+            tags.extend(p.custom_args.unwrap_or_default().into_iter().map(|(k, v)| format!("{k}={v}")));
+            SendRequest {
+                from: from.clone(),
+                to: p.to.into_iter().map(Mailbox::into_input).collect(),
+                cc: p.cc.unwrap_or_default().into_iter().map(Mailbox::into_input).collect(),
+                bcc: p.bcc.unwrap_or_default().into_iter().map(Mailbox::into_input).collect(),
+                reply_to: reply_to.clone(),
+                subject: p.subject.or_else(|| mail.subject.clone()),
+                text: text.clone(),
+                html: html.clone(),
+                headers,
+                attachments: attachments.clone(),
+                tags,
+                stream: None,
+                raw_base64: None,
+            }
+        })
+        .collect())
+}
+
+async fn send(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, SendgridError> {
+    let client = authenticate(&shared, &headers)?;
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let mail: Mail = super::parse(&shared, &body.bytes).map_err(|m| {
+        let field = m.split_once(": ").map(|(f, _)| f.to_string()).filter(|f| !f.contains(' '));
+        SendgridError { status: StatusCode::BAD_REQUEST, message: m, field }
+    })?;
+    let requests = translate(mail).inspect_err(|_| {
+        shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
+    })?;
+    let mut first = None;
+    for request in requests {
+        match submit::submit(&shared, &client, request, None).await {
+            Ok(id) => {
+                first.get_or_insert(id);
+            }
+            // Later personalizations after earlier ones were spooled: answering an error would
+            // make the SDK's caller resend those. Accept and log what was refused.
+            Err(refusal) if first.is_some() => {
+                tracing::warn!(client = %client.name, reason = refusal.reason(), "a personalization of a SendGrid request was refused; the others were accepted");
+            }
+            Err(refusal) => return Err(refusal.into()),
+        }
+    }
+    let mut response = StatusCode::ACCEPTED.into_response();
+    if let Some(id) = first.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert("x-message-id", id);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_personalization_is_one_message() {
+        let mail: Mail = serde_json::from_value(json!({
+            "personalizations": [
+                {"to": [{"email": "alice@example.net", "name": "Alice"}], "bcc": [{"email": "audit@example.com"}], "subject": "For Alice"},
+                {"to": [{"email": "bob@example.net"}], "headers": {"X-Who": "bob"}},
+            ],
+            "from": {"email": "app@example.com", "name": "Acme"}, "subject": "Hello",
+            "content": [{"type": "text/plain", "value": "hi"}, {"type": "text/html", "value": "<p>hi</p>"}],
+            "attachments": [{"content": "UE5H", "filename": "logo.png", "type": "image/png", "disposition": "inline", "content_id": "logo"}],
+            "categories": ["reset"], "custom_args": {"user": "7"}, "tracking_settings": {"click_tracking": {"enable": false}},
+        }))
+        .unwrap();
+        let r = translate(mail).ok().unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].from, "Acme <app@example.com>");
+        assert_eq!(r[0].subject.as_deref(), Some("For Alice"));
+        assert_eq!(r[1].subject.as_deref(), Some("Hello"));
+        assert_eq!(r[0].bcc.len(), 1);
+        assert_eq!(r[1].headers["X-Who"], "bob");
+        assert_eq!(r[0].tags, ["reset", "user=7"]);
+        assert_eq!(r[0].attachments[0].content_id.as_deref(), Some("logo"));
+    }
+
+    #[test]
+    fn templates_and_substitutions_are_refused_by_field() {
+        let base =
+            json!({"personalizations": [{"to": [{"email": "a@example.net"}]}], "from": {"email": "app@example.com"}});
+        let mut t = base.clone();
+        t["template_id"] = json!("d-123");
+        assert_eq!(translate(serde_json::from_value(t).unwrap()).err().unwrap().field.as_deref(), Some("template_id"));
+        let mut s = base;
+        s["personalizations"][0]["substitutions"] = json!({"-name-": "Alice"});
+        let e = translate(serde_json::from_value(s).unwrap()).err().unwrap();
+        assert_eq!(e.field.as_deref(), Some("personalizations.0.substitutions"));
+    }
+}
