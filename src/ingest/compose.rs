@@ -31,7 +31,7 @@ pub struct AttachmentInput {
 }
 
 /// Body of `POST /v1/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub from: String,

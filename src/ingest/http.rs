@@ -21,6 +21,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let apis = shared.runtime.load().config.server.compatible_apis.clone();
     let mut router = Router::new().route("/v1/messages", post(send)).route("/v1/messages/{id}", get(status));
     // Provider-compatible APIs (`server.compatible_apis`), on their own root paths.
+    if apis.iter().any(|a| a == "mandrill") {
+        router = router.merge(super::compat::mandrill::routes());
+    }
     if apis.iter().any(|a| a == "resend") {
         router = router.merge(super::compat::resend::routes());
     }

@@ -5,6 +5,7 @@
 //!
 //! [`SendRequest`]: super::compose::SendRequest
 
+pub mod mandrill;
 pub mod postmark;
 pub mod resend;
 pub mod sendgrid;

@@ -1,0 +1,368 @@
+//! Mailchimp Transactional (Mandrill)'s API, served by Baton: `messages/send`,
+//! `messages/send-raw` and `users/ping2` under `/api/1.0`, `/api/1.3` and `/api/1.4`, each with
+//! and without `.json`, with the client's Baton API key as the body's `key`. An app using the
+//! SDK changes only its host (`client.api_client.host` in the Python SDK).
+//!
+//! How a Mandrill message becomes Baton messages: `from_email` / `from_name`, `to` with
+//! `type` to/cc/bcc, `subject`, `text`, `html`, `headers`, `attachments` and `images` (inline,
+//! `name` is the content id), `tags` and `metadata` (kept as tags), `bcc_address` (a copy to
+//! that address). With `preserve_recipients` false (Mandrill's default) every recipient gets a
+//! message of their own, as Mandrill sends it; with true, one message to all. `send-raw` keeps
+//! the MIME byte for byte. The answer is Mandrill's per-recipient array with `status: "queued"`
+//! and Baton's message id as `_id` — never a `queued_reason`. Errors have Mandrill's shape
+//! `{"status":"error","code","name","message"}` (`Invalid_Key`, `ValidationError`). Refused for
+//! now: merge vars, templates (`send-template` is not served) and `send_at`.
+
+use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
+use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use super::AuthFailure;
+use crate::app::Shared;
+use crate::runtime::Client;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    let mut router = Router::new();
+    for version in ["1.0", "1.3", "1.4"] {
+        for suffix in ["", ".json"] {
+            let at = |call: &str| format!("/api/{version}/{call}{suffix}");
+            router = router
+                .route(&at("messages/send"), post(send))
+                .route(&at("messages/send-raw"), post(send_raw))
+                .route(&at("users/ping2"), post(ping2));
+        }
+    }
+    router
+}
+
+#[derive(Debug, Deserialize)]
+struct Recipient {
+    email: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    content: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Message {
+    #[serde(default)]
+    html: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    from_email: Option<String>,
+    #[serde(default)]
+    from_name: Option<String>,
+    #[serde(default)]
+    to: Vec<Recipient>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    attachments: Option<Vec<Part>>,
+    #[serde(default)]
+    images: Option<Vec<Part>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    bcc_address: Option<String>,
+    #[serde(default)]
+    preserve_recipients: Option<bool>,
+    #[serde(default)]
+    merge_vars: Option<Vec<Value>>,
+    #[serde(default)]
+    global_merge_vars: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SendCall {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    message: Message,
+    #[serde(default)]
+    send_at: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SendRawCall {
+    #[serde(default)]
+    key: Option<String>,
+    raw_message: String,
+    #[serde(default)]
+    from_email: Option<String>,
+    #[serde(default)]
+    to: Option<Vec<String>>,
+    #[serde(default)]
+    send_at: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyOnly {
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// Mandrill's error: `{"status":"error","code","name","message"}`.
+struct MandrillError {
+    status: StatusCode,
+    code: i32,
+    name: &'static str,
+    message: String,
+}
+
+impl MandrillError {
+    fn validation(message: impl Into<String>) -> MandrillError {
+        MandrillError { status: StatusCode::BAD_REQUEST, code: -2, name: "ValidationError", message: message.into() }
+    }
+}
+
+impl IntoResponse for MandrillError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "code": self.code, "name": self.name, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Refusal> for MandrillError {
+    fn from(r: Refusal) -> MandrillError {
+        match &r {
+            Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => MandrillError {
+                // Nothing was spooled: a retry by the SDK cannot make a duplicate.
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: -1,
+                name: "GeneralError",
+                message: r.message(),
+            },
+            _ => MandrillError::validation(r.message()),
+        }
+    }
+}
+
+fn authenticate(shared: &Shared, key: Option<&str>) -> Result<Arc<Client>, MandrillError> {
+    super::client(shared, key).map_err(|failure| MandrillError {
+        status: StatusCode::UNAUTHORIZED,
+        code: -1,
+        name: "Invalid_Key",
+        message: match failure {
+            AuthFailure::Missing => "You must specify a key value".into(),
+            AuthFailure::Invalid => "Invalid API key".into(),
+        },
+    })
+}
+
+fn parts(list: Option<Vec<Part>>, inline: bool) -> Vec<AttachmentInput> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|p| AttachmentInput {
+            filename: p.name.clone(),
+            content_type: Some(p.kind),
+            content_base64: p.content,
+            content_id: inline.then_some(p.name),
+        })
+        .collect()
+}
+
+/// The Baton requests for one `messages/send` call, with the recipient each one answers for.
+fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, MandrillError> {
+    let m = call.message;
+    if call.send_at.is_some() {
+        return Err(MandrillError::validation("send_at: Baton sends at once; scheduling is not supported"));
+    }
+    if m.merge_vars.as_ref().is_some_and(|v| !v.is_empty())
+        || m.global_merge_vars.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return Err(MandrillError::validation("merge_vars: rendering merge vars is not supported by Baton yet"));
+    }
+    let email = m.from_email.clone().ok_or_else(|| MandrillError::validation("from_email: required"))?;
+    let from = match &m.from_name {
+        Some(name) => format!("{name} <{email}>"),
+        None => email,
+    };
+    let mut tags = m.tags.clone().unwrap_or_default();
+    tags.extend(m.metadata.clone().unwrap_or_default().into_iter().map(|(k, v)| match v {
+        Value::String(s) => format!("{k}={s}"),
+        other => format!("{k}={other}"),
+    }));
+    let mut attachments = parts(m.attachments, false);
+    attachments.extend(parts(m.images, true));
+    let extra_bcc: Vec<AddressInput> = m.bcc_address.clone().into_iter().map(AddressInput::Plain).collect();
+    let base = SendRequest {
+        from,
+        to: Vec::new(),
+        cc: Vec::new(),
+        bcc: extra_bcc,
+        reply_to: None,
+        subject: m.subject,
+        text: m.text,
+        html: m.html,
+        headers: m.headers.unwrap_or_default(),
+        attachments,
+        tags,
+        stream: None,
+        raw_base64: None,
+    };
+    let one = |recipients: &[&Recipient]| {
+        let mut r = base.clone();
+        for rc in recipients {
+            let address = AddressInput::Full { email: rc.email.clone(), name: rc.name.clone() };
+            match rc.kind.as_deref() {
+                Some("cc") => r.cc.push(address),
+                Some("bcc") => r.bcc.push(address),
+                _ => r.to.push(address),
+            }
+        }
+        (recipients.iter().map(|rc| rc.email.clone()).collect(), r)
+    };
+    if m.to.is_empty() {
+        return Err(MandrillError::validation("to: at least one recipient is required"));
+    }
+    Ok(if m.preserve_recipients == Some(true) {
+        vec![one(&m.to.iter().collect::<Vec<_>>())]
+    } else {
+        m.to.iter().map(|rc| one(&[rc])).collect()
+    })
+}
+
+/// Mandrill's answer: one entry per recipient.
+fn queued(recipients: &[String], id: &str) -> Vec<Value> {
+    recipients.iter().map(|e| json!({"email": e, "status": "queued", "_id": id, "reject_reason": null})).collect()
+}
+
+async fn send(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, MandrillError> {
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let call: SendCall = super::parse(&shared, &body.bytes).map_err(MandrillError::validation)?;
+    let client = authenticate(&shared, call.key.as_deref())?;
+    let messages = translate(call).inspect_err(|_| {
+        shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
+    })?;
+    let mut answer = Vec::new();
+    for (recipients, request) in messages {
+        match submit::submit(&shared, &client, request, None).await {
+            Ok(id) => answer.extend(queued(&recipients, &id)),
+            Err(refusal) if answer.is_empty() => return Err(refusal.into()),
+            // Later recipients after earlier ones were spooled: Mandrill's own per-recipient answer.
+            Err(refusal) => answer.extend(
+                recipients
+                    .iter()
+                    .map(|e| json!({"email": e, "status": "rejected", "_id": null, "reject_reason": refusal.reason()})),
+            ),
+        }
+    }
+    Ok(Json(answer).into_response())
+}
+
+async fn send_raw(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, MandrillError> {
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let call: SendRawCall = super::parse(&shared, &body.bytes).map_err(MandrillError::validation)?;
+    let client = authenticate(&shared, call.key.as_deref())?;
+    if call.send_at.is_some() {
+        return Err(MandrillError::validation("send_at: Baton sends at once; scheduling is not supported"));
+    }
+    let raw = call.raw_message.into_bytes();
+    let parsed = mail_parser::MessageParser::new().parse_headers(&raw);
+    let header_address = |list: Option<&mail_parser::Address>| -> Vec<String> {
+        list.map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    let from = call
+        .from_email
+        .or_else(|| parsed.as_ref().and_then(|p| header_address(p.from()).into_iter().next()))
+        .ok_or_else(|| MandrillError::validation("from_email: required (the message has no From: either)"))?;
+    let to = call.to.unwrap_or_else(|| {
+        let p = parsed.as_ref();
+        let mut all = header_address(p.and_then(|p| p.to()));
+        all.extend(header_address(p.and_then(|p| p.cc())));
+        all
+    });
+    let request = SendRequest {
+        from,
+        to: to.iter().cloned().map(AddressInput::Plain).collect(),
+        cc: Vec::new(),
+        bcc: Vec::new(),
+        reply_to: None,
+        subject: None,
+        text: None,
+        html: None,
+        headers: BTreeMap::new(),
+        attachments: Vec::new(),
+        tags: Vec::new(),
+        stream: None,
+        raw_base64: Some(base64::engine::general_purpose::STANDARD.encode(&raw)),
+    };
+    let id = submit::submit(&shared, &client, request, None).await?;
+    Ok(Json(queued(&to, &id)).into_response())
+}
+
+async fn ping2(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Result<Response, MandrillError> {
+    let call: KeyOnly = super::parse(&shared, &body).map_err(MandrillError::validation)?;
+    authenticate(&shared, call.key.as_deref())?;
+    Ok(Json(json!({"PING": "PONG!"})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(message: Value) -> SendCall {
+        serde_json::from_value(json!({"key": "k", "message": message})).unwrap()
+    }
+
+    #[test]
+    fn each_recipient_gets_a_message_unless_recipients_are_preserved() {
+        let message = json!({
+            "from_email": "app@example.com", "from_name": "Acme", "subject": "Hi", "text": "x",
+            "to": [{"email": "alice@example.net", "name": "Alice"}, {"email": "bob@example.net", "type": "cc"}],
+            "bcc_address": "audit@example.com", "tags": ["reset"], "metadata": {"user": 7},
+            "images": [{"type": "image/png", "name": "logo", "content": "UE5H"}],
+        });
+        let split = translate(call(message.clone())).ok().unwrap();
+        assert_eq!(split.len(), 2);
+        assert_eq!(split[0].0, ["alice@example.net"]);
+        assert_eq!((split[1].1.to.len(), split[1].1.cc.len(), split[1].1.bcc.len()), (0, 1, 1));
+        assert_eq!(split[0].1.from, "Acme <app@example.com>");
+        assert_eq!(split[0].1.tags, ["reset", "user=7"]);
+        assert_eq!(split[0].1.attachments[0].content_id.as_deref(), Some("logo"));
+        let mut together = message;
+        together["preserve_recipients"] = json!(true);
+        let one = translate(call(together)).ok().unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].0.len(), 2);
+    }
+
+    #[test]
+    fn merge_vars_and_scheduling_are_refused() {
+        let m = json!({"from_email": "app@example.com", "to": [{"email": "a@example.net"}], "merge_vars": [{"rcpt": "a@example.net", "vars": []}]});
+        assert_eq!(translate(call(m)).err().unwrap().name, "ValidationError");
+    }
+}
