@@ -74,6 +74,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub smtp_addr: Option<SocketAddr>,
     pub smtps_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: CancellationToken,
     done: JoinHandle<()>,
@@ -132,6 +133,11 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         Some(a) => Some(bind("server.smtps_listen", a).await?),
         None => None,
     };
+    let https_listener = match &config.server.https_listen {
+        Some(a) => Some(bind("server.https_listen", a).await?),
+        None => None,
+    };
+    let https_addr = https_listener.as_ref().map(|l| l.local_addr().expect("bound socket has an address"));
     if smtp_listener.is_some() && config.server.tls.is_none() {
         tracing::warn!(
             "no [server.tls]: STARTTLS is not offered and SMTP AUTH is accepted only on loopback connections"
@@ -180,15 +186,32 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         ingest::http::router(shared.clone()),
         ingest_limits,
         "http",
+        None,
         shared.metrics.clone(),
         stop.clone(),
     ));
+    // HTTPS ingest: the same routes; the certificate comes from the live runtime, so a
+    // reloaded [server.tls] is used by the next handshake.
+    let https_task = https_listener.map(|listener| {
+        let live = shared.clone();
+        let tls: http_listener::TlsSource = Arc::new(move || live.runtime.load().tls.clone());
+        tokio::spawn(http_listener::serve(
+            listener,
+            ingest::http::router(shared.clone()),
+            ingest_limits,
+            "https",
+            Some(tls),
+            shared.metrics.clone(),
+            stop.clone(),
+        ))
+    });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(http_listener::serve(
         admin_listener,
         admin::router(shared.clone()),
         admin_limits,
         "admin",
+        None,
         shared.metrics.clone(),
         admin_stop.clone(),
     ));
@@ -222,6 +245,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         admin = %admin_addr,
         smtp = smtp_addr.map(|a| a.to_string()),
         smtps = smtps_addr.map(|a| a.to_string()),
+        https = https_addr.map(|a| a.to_string()),
         "baton listening"
     );
 
@@ -232,6 +256,9 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         tracing::info!("shutting down: no new messages accepted");
         let listeners = async {
             let _ = http_task.await;
+            if let Some(t) = https_task {
+                let _ = t.await;
+            }
             for t in smtp_tasks {
                 let _ = t.await;
             }
@@ -257,7 +284,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let _ = admin_task.await;
         tracing::info!("shutdown complete");
     });
-    Ok(Running { http_addr, admin_addr, smtp_addr, smtps_addr, shared, stop, done })
+    Ok(Running { http_addr, admin_addr, smtp_addr, smtps_addr, https_addr, shared, stop, done })
 }
 
 /// The spool's writer thread is gone (a bug: storage faults are retried, not fatal), so

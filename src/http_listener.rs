@@ -31,6 +31,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
+/// The certificate of an HTTPS listener, looked up for every connection (so a reloaded
+/// `[server.tls]` is used by the next handshake); `None` when no certificate is configured.
+pub type TlsSource = Arc<dyn Fn() -> Option<tokio_rustls::TlsAcceptor> + Send + Sync>;
+
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -98,12 +102,14 @@ impl Counts {
 
 /// Serves `router` on `listener` with `limits` until `stop` is cancelled; then stops
 /// accepting and waits for the open connections to finish their requests (the caller bounds
-/// that wait). `name` labels the metrics (`http` or `admin`).
+/// that wait). `name` labels the metrics (`http`, `https` or `admin`); with `tls`, every
+/// connection starts with a TLS handshake.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
     name: &'static str,
+    tls: Option<TlsSource>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -146,13 +152,25 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         let open = metrics.http_connections.with_label_values(&[name]);
         open.inc();
+        let acceptor = tls.as_ref().map(|current| current());
         tokio::spawn(async move {
-            // Errors here are the client's (reset, timeout, malformed request): nothing to do.
-            let _ = connection.await;
+            // Errors here are the client's (reset, timeout, malformed request, failed
+            // handshake): nothing to do.
+            match acceptor {
+                None => {
+                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                }
+                // The TLS handshake counts against the header timeout like the headers do.
+                Some(Some(acceptor)) => {
+                    if let Ok(Ok(tls)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        let _ = watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await;
+                    }
+                }
+                Some(None) => {}
+            }
             open.dec();
             drop(slot);
         });

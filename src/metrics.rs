@@ -125,7 +125,7 @@ pub const FAILOVER_REASONS: [&str; 9] = [
 pub const OTHER_DOMAIN: &str = "other";
 
 /// The `listener` label of the HTTP connection metrics.
-pub const HTTP_LISTENERS: [&str; 2] = ["http", "admin"];
+pub const HTTP_LISTENERS: [&str; 3] = ["http", "https", "admin"];
 
 /// Why a spool write failed (`baton_spool_write_failures_total{reason}`): `spool::FaultKind`.
 pub const SPOOL_FAULTS: [&str; 3] = ["full", "io", "damaged"];

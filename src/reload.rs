@@ -90,6 +90,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     check("server.admin_listen", old.server.admin_listen != new.server.admin_listen);
     check("server.smtp_listen", old.server.smtp_listen != new.server.smtp_listen);
     check("server.smtps_listen", old.server.smtps_listen != new.server.smtps_listen);
+    check("server.https_listen", old.server.https_listen != new.server.https_listen);
     check("server.watch_config", old.server.watch_config != new.server.watch_config);
     check("server.shutdown_grace", old.server.shutdown_grace != new.server.shutdown_grace);
     let http_limits = |c: &Config| {

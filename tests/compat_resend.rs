@@ -113,3 +113,34 @@ except resend.exceptions.ResendError as e:
     assert_eq!(backup.message_count(), 1);
     assert_eq!(primary.message_count(), 0);
 }
+
+/// HTTPS ingest with a self-signed certificate: Baton's own API and the Resend SDK (which
+/// trusts the test CA through REQUESTS_CA_BUNDLE) both work over TLS.
+#[tokio::test]
+async fn https_ingest_serves_the_same_apis_over_tls() {
+    let cert = support::certs::TestCert::generate();
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), &cert.ca_pem).unwrap();
+    let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
+    let server = format!("https_listen = \"127.0.0.1:0\"\n{}", cert.server_tls_line());
+    let baton = Baton::start_with_server(&server, "", &config(&primary, &backup)).await;
+    let https = format!("https://localhost:{}", baton.https_addr().port());
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{https}/v1/messages"))
+        .bearer_auth(KEY)
+        .json(&support::baton::message(&["alice@example.net"], "over https"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let script = "import json, os, resend\nresend.api_key = os.environ['KEY']\nresend.api_url = os.environ['BASE']\n\
+                  print(json.dumps(resend.Emails.send({'from': 'app@example.com', 'to': 'a@example.net', 'subject': 's', 'text': 't'})))";
+    let ca_path = ca.path().to_str().unwrap();
+    let out = run_python(script, &[("KEY", KEY), ("BASE", &https), ("REQUESTS_CA_BUNDLE", ca_path)]).await;
+    let id = serde_json::from_str::<Value>(out.trim()).unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(baton.wait_final(&id).await["status"], "delivered");
+}

@@ -59,7 +59,10 @@ pub struct ServerConfig {
     /// SMTP with implicit TLS (needs `[server.tls]`).
     #[serde(default)]
     pub smtps_listen: Option<String>,
-    /// Certificate and key (PEM) for STARTTLS and smtps.
+    /// HTTPS for the ingest APIs (`/v1` and the compatible ones), with `[server.tls]`.
+    #[serde(default)]
+    pub https_listen: Option<String>,
+    /// Certificate and key (PEM) for STARTTLS, smtps and HTTPS.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
     /// Reload automatically when the config file changes (also works for editors that replace

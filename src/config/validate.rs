@@ -24,7 +24,8 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     let smtp = c.server.smtp_listen.as_deref().and_then(|a| check_listen(a, &server.key("smtp_listen"), p));
     let smtps = c.server.smtps_listen.as_deref().and_then(|a| check_listen(a, &server.key("smtps_listen"), p));
     let mut taken = vec![("http_listen", http), ("admin_listen", admin)];
-    for (key, addr) in [("smtp_listen", smtp), ("smtps_listen", smtps)] {
+    let https = c.server.https_listen.as_deref().and_then(|a| check_listen(a, &server.key("https_listen"), p));
+    for (key, addr) in [("smtp_listen", smtp), ("smtps_listen", smtps), ("https_listen", https)] {
         if let Some(a) = addr
             && a.port() != 0
             && let Some((other, _)) = taken.iter().find(|(_, t)| *t == Some(a))
@@ -32,6 +33,9 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
             p.error(&server.key(key), format!("same address as server.{other} ({a})"));
         }
         taken.push((key, addr));
+    }
+    if c.server.https_listen.is_some() && c.server.tls.is_none() {
+        p.error(&server.key("https_listen"), "HTTPS needs a certificate: add [server.tls] with cert and key");
     }
     if c.server.smtps_listen.is_some() && c.server.tls.is_none() {
         p.error(&server.key("smtps_listen"), "smtps needs a certificate: add [server.tls] with cert and key");

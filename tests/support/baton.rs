@@ -102,6 +102,11 @@ impl Baton {
         b
     }
 
+    /// The `server.https_listen` address.
+    pub fn https_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").https_addr.expect("server.https_listen is set")
+    }
+
     /// The `server.smtp_listen` address (an ephemeral port when configured as `:0`).
     pub fn smtp_addr(&self) -> std::net::SocketAddr {
         self.running.as_ref().expect("running").smtp_addr.expect("server.smtp_listen is set")
