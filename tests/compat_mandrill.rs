@@ -6,17 +6,9 @@
 mod support;
 
 use serde_json::Value;
-use support::baton::{Baton, KEY, smtp_provider};
+use support::baton::{Baton, KEY};
 use support::mock_smtp::{MockSmtp, Stage};
-use support::sdk::run_python;
-
-fn config(primary: &MockSmtp, backup: &MockSmtp) -> String {
-    format!(
-        "{}{}\n[retry]\nschedule = [\"1h\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n",
-        smtp_provider("primary", primary, ""),
-        smtp_provider("backup", backup, "")
-    )
-}
+use support::sdk::{run_python_json, two_provider_route};
 
 async fn sdk(baton: &Baton, key: &str, body: &str) -> Vec<Value> {
     let script = format!(
@@ -32,14 +24,13 @@ def call(f, body):
         print(json.dumps({{"error": e.text, "status": e.status_code}}))
 {body}"#
     );
-    let out = run_python(&script, &[("KEY", key), ("BASE", &baton.base)]).await;
-    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    run_python_json(&script, &[("KEY", key), ("BASE", &baton.base)]).await
 }
 
 #[tokio::test]
 async fn the_mandrill_sdk_sends_through_baton_and_gets_its_own_answers() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let raw = "From: app@example.com\r\nTo: raw@example.net\r\nMessage-ID: <raw-1@example.com>\r\nDate: Wed, 2 Dec 2026 10:00:00 +0000\r\nSubject: raw\r\n\r\nbyte for byte\r\n";
     let out = sdk(
         &baton,
@@ -89,7 +80,7 @@ call(client.messages.send, {{"message": {{"from_email": "app@example.com", "to":
 async fn a_bad_key_is_invalid_key_and_a_suspended_primary_still_delivers_once() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
     primary.set_reply(Stage::EndOfData, Some("554 5.7.1 Your account has been suspended".into()));
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let send = r#"call(client.messages.send, {"message": {"from_email": "app@example.com", "to": [{"email": "a@example.net"}], "subject": "failover", "text": "t"}})"#;
     let out = sdk(&baton, "not-a-key-of-this-baton", send).await;
     assert_eq!(out[0]["error"]["name"], "Invalid_Key", "{:?}", out[0]);

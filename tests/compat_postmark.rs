@@ -6,31 +6,22 @@
 mod support;
 
 use serde_json::Value;
-use support::baton::{Baton, KEY, smtp_provider};
+use support::baton::{Baton, KEY};
 use support::mock_smtp::{MockSmtp, Stage};
-use support::sdk::run_python;
-
-fn config(primary: &MockSmtp, backup: &MockSmtp) -> String {
-    format!(
-        "{}{}\n[retry]\nschedule = [\"1h\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n",
-        smtp_provider("primary", primary, ""),
-        smtp_provider("backup", backup, "")
-    )
-}
+use support::sdk::{run_python_json, two_provider_route};
 
 async fn sdk(baton: &Baton, token: &str, body: &str) -> Vec<Value> {
     let script = format!(
         "import json, os\nfrom postmarker.core import PostmarkClient\nfrom postmarker.exceptions import ClientError\n\
          client = PostmarkClient(server_token=os.environ['TOKEN'], root_api_url=os.environ['BASE'] + '/')\n{body}"
     );
-    let out = run_python(&script, &[("TOKEN", token), ("BASE", &baton.base)]).await;
-    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    run_python_json(&script, &[("TOKEN", token), ("BASE", &baton.base)]).await
 }
 
 #[tokio::test]
 async fn postmarker_sends_through_baton_and_gets_postmarks_answers() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let out = sdk(
         &baton,
         KEY,
@@ -78,7 +69,7 @@ except ClientError as e:
 async fn a_bad_token_is_error_code_10_and_a_suspended_primary_still_delivers_once() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
     primary.set_reply(Stage::EndOfData, Some("554 5.7.1 Your account has been suspended".into()));
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let send = r#"
 try:
     print(json.dumps(client.emails.send(From="app@example.com", To="a@example.net", Subject="s", TextBody="t")))

@@ -6,31 +6,22 @@
 mod support;
 
 use serde_json::Value;
-use support::baton::{Baton, KEY, smtp_provider};
+use support::baton::{Baton, KEY};
 use support::mock_smtp::{MockSmtp, Stage};
-use support::sdk::run_python;
-
-fn config(primary: &MockSmtp, backup: &MockSmtp) -> String {
-    format!(
-        "{}{}\n[retry]\nschedule = [\"1h\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n",
-        smtp_provider("primary", primary, ""),
-        smtp_provider("backup", backup, "")
-    )
-}
+use support::sdk::{run_python, run_python_json, two_provider_route};
 
 /// Runs `body` after setting up the SDK for this Baton; each printed line is a JSON value.
 async fn sdk(baton: &Baton, key: &str, body: &str) -> Vec<Value> {
     let script = format!(
         "import json, os, resend\nresend.api_key = os.environ['KEY']\nresend.api_url = os.environ['BASE']\n{body}"
     );
-    let out = run_python(&script, &[("KEY", key), ("BASE", &baton.base)]).await;
-    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    run_python_json(&script, &[("KEY", key), ("BASE", &baton.base)]).await
 }
 
 #[tokio::test]
 async fn the_resend_sdk_sends_through_baton_and_gets_its_own_answers() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let out = sdk(
         &baton,
         KEY,
@@ -94,7 +85,7 @@ for params in [{"from": "app@example.com", "to": "x@example.net", "subject": "s"
 async fn a_bad_key_is_the_sdks_own_error_and_a_suspended_primary_still_delivers_once() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
     primary.set_reply(Stage::EndOfData, Some("554 5.7.1 Your account has been suspended".into()));
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let out = sdk(
         &baton,
         "not-a-key-of-this-baton",
@@ -123,7 +114,7 @@ async fn https_ingest_serves_the_same_apis_over_tls() {
     std::fs::write(ca.path(), &cert.ca_pem).unwrap();
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
     let server = format!("https_listen = \"127.0.0.1:0\"\n{}", cert.server_tls_line());
-    let baton = Baton::start_with_server(&server, "", &config(&primary, &backup)).await;
+    let baton = Baton::start_with_server(&server, "", &two_provider_route(&primary, &backup)).await;
     let https = format!("https://localhost:{}", baton.https_addr().port());
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.ca_pem.as_bytes()).unwrap())

@@ -6,17 +6,9 @@
 mod support;
 
 use serde_json::Value;
-use support::baton::{Baton, KEY, smtp_provider};
+use support::baton::{Baton, KEY};
 use support::mock_smtp::{MockSmtp, Stage};
-use support::sdk::run_python;
-
-fn config(primary: &MockSmtp, backup: &MockSmtp) -> String {
-    format!(
-        "{}{}\n[retry]\nschedule = [\"1h\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n",
-        smtp_provider("primary", primary, ""),
-        smtp_provider("backup", backup, "")
-    )
-}
+use support::sdk::{run_python_json, two_provider_route};
 
 /// Runs `body` with `sg` (a SendGridAPIClient on this Baton) and `send(mail)`, which prints
 /// the answer's status and X-Message-Id, or the SDK's error class, status and body.
@@ -34,14 +26,13 @@ def send(mail):
         print(json.dumps({{"error": type(e).__name__, "status": e.status_code, "body": json.loads(e.body)}}))
 {body}"#
     );
-    let out = run_python(&script, &[("KEY", key), ("BASE", &baton.base)]).await;
-    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    run_python_json(&script, &[("KEY", key), ("BASE", &baton.base)]).await
 }
 
 #[tokio::test]
 async fn the_sendgrid_sdk_sends_through_baton_and_gets_its_own_answers() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let out = sdk(
         &baton,
         KEY,
@@ -98,7 +89,7 @@ send({"personalizations": [{"to": [{"email": "x@example.net"}]}], "from": {"emai
 async fn a_bad_key_is_the_sdks_unauthorized_error_and_a_suspended_primary_still_delivers_once() {
     let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
     primary.set_reply(Stage::EndOfData, Some("554 5.7.1 Your account has been suspended".into()));
-    let baton = Baton::start(&config(&primary, &backup)).await;
+    let baton = Baton::start(&two_provider_route(&primary, &backup)).await;
     let mail = r#"send({"personalizations": [{"to": [{"email": "a@example.net"}]}], "from": {"email": "app@example.com"},
       "subject": "failover", "content": [{"type": "text/plain", "value": "t"}]})"#;
     let out = sdk(&baton, "not-a-key-of-this-baton", mail).await;

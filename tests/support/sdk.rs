@@ -75,3 +75,19 @@ pub async fn run_python(script: &str, env: &[(&str, &str)]) -> String {
     assert!(out.status.success(), "SDK script failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
 }
+
+/// [`run_python`] for scripts that print one JSON value per line: the values.
+pub async fn run_python_json(script: &str, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let out = run_python(script, env).await;
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// The config body the compatible-API tests use: SMTP mocks `primary` then `backup` on the
+/// default route, one retry slot an hour (so a failover is visible as such).
+pub fn two_provider_route(primary: &super::mock_smtp::MockSmtp, backup: &super::mock_smtp::MockSmtp) -> String {
+    format!(
+        "{}{}\n[retry]\nschedule = [\"1h\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n",
+        super::baton::smtp_provider("primary", primary, ""),
+        super::baton::smtp_provider("backup", backup, "")
+    )
+}
