@@ -106,10 +106,7 @@ async fn send(
         };
         count(&shared, Refusal::Invalid(message))
     })?;
-    // The fingerprint of the request: its JSON, keys in a fixed order (so formatting and key
-    // order do not matter).
-    let canonical = serde_json::from_slice::<serde_json::Value>(&body.bytes).map(|v| v.to_string()).unwrap_or_default();
-    let idempotency = submit::idempotency(&shared, &headers, &canonical)?;
+    let idempotency = submit::idempotency(&shared, &headers, &body.bytes)?;
     let id = submit::submit(&shared, &client, request, idempotency).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "queued"}))).into_response())
 }

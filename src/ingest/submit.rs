@@ -128,14 +128,17 @@ pub async fn read_body(
     Ok(ReadBody { bytes, _room: room })
 }
 
-/// The `Idempotency-Key` header with a fingerprint of `canonical` (the request in a form that
-/// does not depend on formatting), or a refusal for a malformed key.
-pub fn idempotency(shared: &Shared, headers: &HeaderMap, canonical: &str) -> Result<Option<Idempotency>, Refusal> {
+/// The `Idempotency-Key` header with a fingerprint of the JSON request `body` (its keys in a
+/// fixed order, so formatting and key order do not matter), or a refusal for a malformed key.
+/// The body is re-read only when there is a key.
+pub fn idempotency(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, Refusal> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => match v.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= 255 => {
-                Ok(Some(Idempotency { key: k.to_string(), request: crate::config::text_hash(canonical) }))
+                let canonical =
+                    serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
+                Ok(Some(Idempotency { key: k.to_string(), request: crate::config::text_hash(&canonical) }))
             }
             _ => {
                 Err(count(shared, Refusal::Invalid("Idempotency-Key must be 1 to 255 visible ASCII characters".into())))

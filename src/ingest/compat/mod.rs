@@ -41,11 +41,18 @@ pub fn client(shared: &Shared, key: Option<&str>) -> Result<Arc<Client>, AuthFai
 /// as an `invalid` rejection.
 pub fn parse<T: serde::de::DeserializeOwned>(shared: &Shared, bytes: &[u8]) -> Result<T, String> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
-        match e.path().to_string().as_str() {
-            "." | "?" => format!("invalid JSON body: {}", e.inner()),
-            path => format!("{path}: {}", e.inner()),
-        }
-    })
+    serde_path_to_error::deserialize(&mut json).map_err(|e| refused(shared, e))
+}
+
+/// [`parse`] for one item of an already parsed batch.
+pub fn parse_value<T: serde::de::DeserializeOwned>(shared: &Shared, value: &serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| refused(shared, e))
+}
+
+fn refused(shared: &Shared, e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
+    match e.path().to_string().as_str() {
+        "." | "?" => format!("invalid JSON body: {}", e.inner()),
+        path => format!("{path}: {}", e.inner()),
+    }
 }

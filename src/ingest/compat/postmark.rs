@@ -191,7 +191,7 @@ fn accepted(to: &str, id: &str) -> Value {
 
 /// Parses, translates and spools one Postmark email given as JSON; Postmark's answer or error.
 async fn one(shared: &Shared, client: &Client, item: &Value) -> Result<Value, PostmarkError> {
-    let email: Email = super::parse(shared, item.to_string().as_bytes()).map_err(PostmarkError::invalid)?;
+    let email: Email = super::parse_value(shared, item).map_err(PostmarkError::invalid)?;
     let to = email.to.clone().unwrap_or_default();
     let request = translate(email).inspect_err(|_| {
         shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();

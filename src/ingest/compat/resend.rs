@@ -237,8 +237,7 @@ async fn send(
     let body = read_body(&shared, &budget, &headers, body).await?;
     let email: Email = parse(&shared, &body.bytes)?;
     let request = translate(email).map_err(|e| counted(&shared, e))?;
-    let canonical = serde_json::from_slice::<Value>(&body.bytes).map(|v| v.to_string()).unwrap_or_default();
-    let idempotency = submit::idempotency(&shared, &headers, &canonical)?;
+    let idempotency = submit::idempotency(&shared, &headers, &body.bytes)?;
     let id = submit::submit(&shared, &client, request, idempotency).await?;
     Ok(Json(json!({ "id": id })).into_response())
 }
@@ -260,8 +259,8 @@ async fn batch(
     }
     let mut requests = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let email: Email = parse(&shared, item.to_string().as_bytes())
-            .map_err(|e| ResendError { message: format!("[{i}].{}", e.message), ..e })?;
+        let email: Email =
+            super::parse_value(&shared, item).map_err(|m| ResendError::validation(format!("[{i}].{m}")))?;
         requests.push((item.to_string(), translate(email).map_err(|e| counted(&shared, e))?));
     }
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
