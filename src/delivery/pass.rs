@@ -256,7 +256,14 @@ async fn run_pass(
         };
         let recipients: Vec<String> = pending.iter().map(|&i| record.recipients[i].email.clone()).collect();
         let started = Instant::now();
-        let outbound = Outbound { id: &record.id, mail_from: &record.mail_from, recipients: &recipients, body };
+        let outbound = Outbound {
+            id: &record.id,
+            mail_from: &record.mail_from,
+            recipients: &recipients,
+            body,
+            tags: &record.tags,
+            metadata: &record.metadata,
+        };
         let report = attempt(shared, name, provider.as_ref(), &outbound, &domain, trial).await;
         let elapsed = started.elapsed();
         last_provider = Some(name.clone());

@@ -53,8 +53,14 @@ pub struct SendRequest {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub attachments: Vec<AttachmentInput>,
+    /// Labels for the app's own bookkeeping, handed to providers that carry them (Mandrill
+    /// tags, SendGrid categories, Postmark `Tag`, Mailgun `o:tag`, …).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Key/value pairs handed to providers that carry them (Mandrill metadata, SendGrid
+    /// custom_args, Postmark `Metadata`, Resend and SES tags, Mailgun `v:`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub stream: Option<String>,
     #[serde(default)]
@@ -81,6 +87,7 @@ pub struct Composed {
     pub body: Vec<u8>,
     pub stream: Option<String>,
     pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Headers that come from their own fields (or are generated) and may not be set via `headers`.
@@ -197,6 +204,10 @@ pub fn compose(
     for tag in &req.tags {
         no_injection("tags", tag)?;
     }
+    for (key, value) in &req.metadata {
+        no_injection("metadata", key)?;
+        no_injection("metadata", value)?;
+    }
 
     let body = if let Some(raw) = &req.raw_base64 {
         let structured = req.subject.is_some()
@@ -228,7 +239,7 @@ pub fn compose(
     if body.len() as u64 > max_size {
         return Err(ComposeError::TooLarge(max_size));
     }
-    Ok(Composed { mail_from: from.email, recipients, body, stream: req.stream, tags: req.tags })
+    Ok(Composed { mail_from: from.email, recipients, body, stream: req.stream, tags: req.tags, metadata: req.metadata })
 }
 
 fn build_mime(

@@ -142,6 +142,8 @@ pub fn status_json(r: &MessageRecord) -> serde_json::Value {
         "status": status.as_str(),
         "created_at": rfc3339(r.created_ms),
         "next_attempt_at": (!r.status.is_final()).then(|| rfc3339(r.next_attempt_ms)),
+        "tags": r.tags,
+        "metadata": r.metadata,
         "recipients": r.recipients.iter().map(|rc| json!({
             "email": rc.email,
             "status": rc.status,

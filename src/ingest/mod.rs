@@ -84,6 +84,7 @@ pub async fn accept(
         attempts: Vec::new(),
         stream: message.stream,
         tags: message.tags,
+        metadata: message.metadata,
         created_ms: now,
         next_attempt_ms: now,
         failed_passes: 0,

@@ -72,6 +72,10 @@ impl MailgunProvider {
             .mime_str("message/rfc822")
             .map_err(|e| SendReport::failed(OutcomeClass::Transient, n, format!("cannot build request: {e}")))?;
         let form = recipients.iter().fold(Form::new(), |form, rcpt| form.text("to", rcpt.clone()));
+        // Mailgun takes up to 3 tags of up to 128 ASCII characters; metadata as `v:` variables.
+        let tags = super::labels::tags(msg, |t| t.len() <= 128 && t.is_ascii(), 3);
+        let form = tags.into_iter().fold(form, |form, tag| form.text("o:tag", tag.to_string()));
+        let form = (msg.metadata.iter()).fold(form, |form, (k, v)| form.text(format!("v:{k}"), v.clone()));
         let form = match mode {
             Mode::Send => form,
             Mode::Test => form.text("o:testmode", "yes"),

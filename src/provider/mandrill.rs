@@ -72,6 +72,36 @@ struct SendRaw<'a> {
     is_async: bool,
 }
 
+/// Longest tag Mandrill takes; a tag starting with `_` is reserved and refused by Mandrill.
+const MAX_TAG_LEN: usize = 50;
+/// Longest `X-MC-Metadata` value kept: the header must fit on one 998-byte line.
+const MAX_METADATA_JSON: usize = 900;
+
+/// The raw message with the app's tags and metadata in front as Mandrill's `X-MC-Tags` and
+/// `X-MC-Metadata` headers (Mandrill reads and removes them); the bytes as spooled when there
+/// are none. Only ASCII labels go: a header line must stay 7-bit.
+fn with_label_headers<'a>(msg: &Outbound<'_>, raw: &'a str) -> std::borrow::Cow<'a, str> {
+    let tag_fits = |t: &str| t.len() <= MAX_TAG_LEN && !t.starts_with('_') && !t.contains(',') && t.is_ascii();
+    let tags = super::labels::tags(msg, tag_fits, usize::MAX);
+    let metadata: serde_json::Map<String, Value> = (msg.metadata.iter())
+        .filter(|(k, v)| k.is_ascii() && v.is_ascii())
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let metadata = Some(Value::Object(metadata).to_string()).filter(|m| m != "{}" && m.len() <= MAX_METADATA_JSON);
+    if tags.is_empty() && metadata.is_none() {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len() + 128);
+    if !tags.is_empty() {
+        out.push_str(&format!("X-MC-Tags: {}\r\n", tags.join(",")));
+    }
+    if let Some(metadata) = metadata {
+        out.push_str(&format!("X-MC-Metadata: {metadata}\r\n"));
+    }
+    out.push_str(raw);
+    std::borrow::Cow::Owned(out)
+}
+
 /// The class an error `name` stands for (`None`: unknown name, decide by status).
 fn error_name_class(name: &str) -> Option<OutcomeClass> {
     Some(match name {
@@ -263,9 +293,10 @@ impl Provider for MandrillProvider {
                 "message is not valid UTF-8; Mandrill send-raw takes the MIME as a JSON string and cannot carry it byte-exact",
             );
         };
+        let raw = with_label_headers(msg, raw);
         let body = SendRaw {
             key: &self.key,
-            raw_message: raw,
+            raw_message: &raw,
             from_email: msg.mail_from,
             to: msg.recipients,
             is_async: false,
@@ -300,6 +331,21 @@ mod tests {
 
     fn rcpts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tags_and_metadata_travel_as_mandrill_headers_in_front_of_the_raw_message() {
+        let raw = "From: a@example.com\r\n\r\nhi\r\n";
+        let to = rcpts(&["b@example.net"]);
+        let plain = Outbound::new("m", "a@example.com", &to, raw.as_bytes());
+        assert!(matches!(with_label_headers(&plain, raw), std::borrow::Cow::Borrowed(r) if r == raw));
+        let tags = rcpts(&["reset", "_reserved", "a,b"]);
+        let metadata = [("user".to_string(), "7".to_string())].into();
+        let labelled = Outbound { tags: &tags, metadata: &metadata, ..plain };
+        assert_eq!(
+            with_label_headers(&labelled, raw),
+            format!("X-MC-Tags: reset\r\nX-MC-Metadata: {{\"user\":\"7\"}}\r\n{raw}")
+        );
     }
 
     #[test]

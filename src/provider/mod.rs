@@ -9,6 +9,7 @@
 
 mod file;
 pub mod http;
+pub mod labels;
 mod mailgun;
 mod mandrill;
 pub mod mime;
@@ -24,18 +25,32 @@ mod smtp_stream;
 use crate::config::ProviderConfig;
 use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use file::FileProvider;
 pub use smtp::SmtpProvider;
 
-/// One message as handed to a provider: the envelope for the recipients still pending, and the
-/// RFC 5322 bytes exactly as spooled.
+/// One message as handed to a provider: the envelope for the recipients still pending, the
+/// RFC 5322 bytes exactly as spooled, and the app's tags and metadata (see `labels.rs` for how
+/// each provider carries them).
+#[derive(Clone, Copy)]
 pub struct Outbound<'a> {
     pub id: &'a str,
     pub mail_from: &'a str,
     pub recipients: &'a [String],
     pub body: &'a [u8],
+    pub tags: &'a [String],
+    pub metadata: &'a BTreeMap<String, String>,
+}
+
+static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
+
+impl<'a> Outbound<'a> {
+    /// A message without tags or metadata.
+    pub fn new(id: &'a str, mail_from: &'a str, recipients: &'a [String], body: &'a [u8]) -> Outbound<'a> {
+        Outbound { id, mail_from, recipients, body, tags: &[], metadata: &NO_METADATA }
+    }
 }
 
 #[async_trait::async_trait]
@@ -174,7 +189,7 @@ mod tests {
 
     async fn send_six(provider: &Scripted) -> SendReport {
         let recipients: Vec<String> = (1..=6).map(|i| format!("r{i}@example.net")).collect();
-        let msg = Outbound { id: "m1", mail_from: "app@example.com", recipients: &recipients, body: b"x" };
+        let msg = Outbound::new("m1", "app@example.com", &recipients, b"x");
         send(provider, &msg).await
     }
 
@@ -216,7 +231,7 @@ mod tests {
     async fn a_send_that_fits_one_batch_is_one_request() {
         let provider = Scripted::new(&[OutcomeClass::Accepted]);
         let recipients = vec!["a@example.net".to_string()];
-        let msg = Outbound { id: "m1", mail_from: "app@example.com", recipients: &recipients, body: b"x" };
+        let msg = Outbound::new("m1", "app@example.com", &recipients, b"x");
         let report = send(&provider, &msg).await;
         assert_eq!((report.class, report.detail.as_str()), (OutcomeClass::Accepted, "ok"));
         assert_eq!(provider.sent.lock().unwrap().len(), 1);

@@ -21,7 +21,7 @@ use crate::config::PostmarkConfig;
 use crate::health::ProbeReport;
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// Postmark takes at most 50 recipients (To + Cc + Bcc) per message.
 const MAX_RECIPIENTS: usize = 50;
@@ -169,6 +169,19 @@ impl PostmarkProvider {
         }
         if !headers.is_empty() {
             obj.insert("Headers".into(), headers.into());
+        }
+        // Postmark takes one Tag (up to 1000 characters) and up to 10 Metadata fields (keys up
+        // to 20 characters, values up to 80); what does not fit is left out.
+        if let Some(tag) = super::labels::tags(msg, |t| t.chars().count() <= 1000, 1).first() {
+            obj.insert("Tag".into(), (*tag).into());
+        }
+        let metadata: Map<String, Value> = (msg.metadata.iter())
+            .filter(|(k, v)| k.chars().count() <= 20 && v.chars().count() <= 80)
+            .take(10)
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        if !metadata.is_empty() {
+            obj.insert("Metadata".into(), metadata.into());
         }
         if !f.attachments.is_empty() {
             let attachments: Vec<Value> = f

@@ -146,6 +146,12 @@ impl ResendProvider {
                 .collect();
             obj.insert("attachments".into(), attachments.into());
         }
+        let safe = super::labels::name_value_safe;
+        let tags = super::labels::name_value_pairs(msg, |n, v| safe(n) && safe(v), usize::MAX);
+        if !tags.is_empty() {
+            let tags: Vec<Value> = tags.iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+            obj.insert("tags".into(), tags.into());
+        }
         body
     }
 

@@ -136,6 +136,31 @@ fn payload(f: &Fields) -> Value {
     Value::Object(body)
 }
 
+/// Most categories SendGrid takes on one message, and the longest.
+const MAX_CATEGORIES: usize = 10;
+const MAX_CATEGORY_LEN: usize = 255;
+/// SendGrid's limit on all custom_args of a message together, in bytes.
+const MAX_CUSTOM_ARGS_BYTES: usize = 10_000;
+
+/// Adds the app's tags as `categories` and its metadata as `custom_args` (each within
+/// SendGrid's limits; what does not fit is left out).
+fn add_labels(body: &mut Value, msg: &Outbound<'_>) {
+    let categories = super::labels::tags(msg, |t| t.len() <= MAX_CATEGORY_LEN && t.is_ascii(), MAX_CATEGORIES);
+    if !categories.is_empty() {
+        body["categories"] = json!(categories);
+    }
+    let mut custom_args = Map::new();
+    let mut room = MAX_CUSTOM_ARGS_BYTES;
+    for (key, value) in msg.metadata {
+        let Some(left) = room.checked_sub(key.len() + value.len()) else { continue };
+        room = left;
+        custom_args.insert(key.clone(), Value::String(value.clone()));
+    }
+    if !custom_args.is_empty() {
+        body["custom_args"] = Value::Object(custom_args);
+    }
+}
+
 /// The body of a synthetic trial: the real request, in sandbox mode (validated, not delivered).
 fn trial_payload(f: &Fields) -> Value {
     let mut body = payload(f);
@@ -216,7 +241,8 @@ impl Provider for SendgridProvider {
 
     async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
         let n = msg.recipients.len();
-        let body = payload(&mime::fields(msg.body, msg.mail_from, msg.recipients));
+        let mut body = payload(&mime::fields(msg.body, msg.mail_from, msg.recipients));
+        add_labels(&mut body, msg);
         match self.post(&body, n).await {
             Ok(reply) => classify(&reply, n),
             Err(report) => report,
@@ -226,7 +252,8 @@ impl Provider for SendgridProvider {
     /// The request for the first recipient in sandbox mode: 200 means SendGrid would take it.
     async fn trial(&self, msg: &Outbound<'_>) -> Option<SendReport> {
         let n = msg.recipients.len();
-        let body = trial_payload(&mime::fields(msg.body, msg.mail_from, &msg.recipients[..n.min(1)]));
+        let mut body = trial_payload(&mime::fields(msg.body, msg.mail_from, &msg.recipients[..n.min(1)]));
+        add_labels(&mut body, msg);
         let report = match self.post(&body, n).await {
             Ok(reply) if (200..300).contains(&reply.status) => {
                 trial_accepted(n, truncate_detail(&format!("sandbox mode: {}", reply.detail())))

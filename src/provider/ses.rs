@@ -27,7 +27,7 @@ use sesv2::config::timeout::TimeoutConfig;
 use sesv2::config::{BehaviorVersion, Credentials, Region};
 use sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use sesv2::primitives::Blob;
-use sesv2::types::{Destination, EmailContent, RawMessage};
+use sesv2::types::{Destination, EmailContent, MessageTag, RawMessage};
 use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -269,6 +269,7 @@ impl SesProvider {
             .from_email_address(msg.mail_from)
             .destination(Destination::builder().set_to_addresses(Some(msg.recipients.to_vec())).build())
             .content(EmailContent::builder().raw(raw).build())
+            .set_email_tags(email_tags(msg))
             .set_configuration_set_name(self.configuration_set.clone());
         let outcome = tokio::time::timeout(self.timeout + Duration::from_secs(1), request.send()).await;
         match outcome {
@@ -286,6 +287,21 @@ impl SesProvider {
             }),
         }
     }
+}
+
+/// Most `EmailTags` SES takes on one message.
+const MAX_EMAIL_TAGS: usize = 50;
+
+/// The app's tags and metadata as SES `EmailTags` (names and values within SES's character
+/// rules); `None` when there are none.
+fn email_tags(msg: &Outbound<'_>) -> Option<Vec<MessageTag>> {
+    let safe = super::labels::name_value_safe;
+    let pairs = super::labels::name_value_pairs(msg, |n, v| safe(n) && safe(v), MAX_EMAIL_TAGS);
+    let tags: Vec<MessageTag> = pairs
+        .iter()
+        .filter_map(|(name, value)| MessageTag::builder().name(name.as_ref()).value(*value).build().ok())
+        .collect();
+    (!tags.is_empty()).then_some(tags)
 }
 
 #[async_trait::async_trait]

@@ -4,6 +4,7 @@
 
 use crate::outcome::OutcomeClass;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +93,9 @@ pub struct MessageRecord {
     pub stream: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Key/value labels from the app, handed to providers that carry them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     pub created_ms: u64,
     /// When the next delivery pass is due (ms since the Unix epoch).
     pub next_attempt_ms: u64,

@@ -177,6 +177,6 @@ pub const TRIAL_RAW: &[u8] = b"From: App <app@example.com>\r\nTo: alice@example.
 /// Runs `provider`'s synthetic trial for a message from app@example.com to alice and bob.
 pub async fn trial(provider: &dyn Provider) -> SendReport {
     let recipients = vec!["alice@example.net".to_string(), "bob@example.net".to_string()];
-    let msg = Outbound { id: "trial-1", mail_from: "app@example.com", recipients: &recipients, body: TRIAL_RAW };
+    let msg = Outbound::new("trial-1", "app@example.com", &recipients, TRIAL_RAW);
     provider.trial(&msg).await.expect("this provider has a synthetic trial")
 }

@@ -5,7 +5,7 @@
 //!
 //! How a Mandrill message becomes Baton messages: `from_email` / `from_name`, `to` with
 //! `type` to/cc/bcc, `subject`, `text`, `html`, `headers`, `attachments` and `images` (inline,
-//! `name` is the content id), `tags` and `metadata` (kept as tags), `bcc_address` (a copy to
+//! `name` is the content id), `tags` and `metadata`, `bcc_address` (a copy to
 //! that address). With `preserve_recipients` false (Mandrill's default) every recipient gets a
 //! message of their own, as Mandrill sends it; with true, one message to all. `send-raw` keeps
 //! the MIME byte for byte. The answer is Mandrill's per-recipient array with `status: "queued"`
@@ -200,11 +200,13 @@ fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, Mandrill
         Some(name) => format!("{name} <{email}>"),
         None => email,
     };
-    let mut tags = m.tags.clone().unwrap_or_default();
-    tags.extend(m.metadata.clone().unwrap_or_default().into_iter().map(|(k, v)| match v {
-        Value::String(s) => format!("{k}={s}"),
-        other => format!("{k}={other}"),
-    }));
+    // Mandrill's metadata values may be any JSON; providers take strings.
+    let metadata = (m.metadata.clone().unwrap_or_default().into_iter())
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
     let mut attachments = parts(m.attachments, false);
     attachments.extend(parts(m.images, true));
     let extra_bcc: Vec<AddressInput> = m.bcc_address.clone().into_iter().map(AddressInput::Plain).collect();
@@ -219,7 +221,8 @@ fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, Mandrill
         html: m.html,
         headers: m.headers.unwrap_or_default(),
         attachments,
-        tags,
+        tags: m.tags.clone().unwrap_or_default(),
+        metadata,
         stream: None,
         raw_base64: None,
     };
@@ -317,6 +320,7 @@ async fn send_raw(
         headers: BTreeMap::new(),
         attachments: Vec::new(),
         tags: Vec::new(),
+        metadata: BTreeMap::new(),
         stream: None,
         raw_base64: Some(base64::engine::general_purpose::STANDARD.encode(&raw)),
     };
@@ -351,7 +355,8 @@ mod tests {
         assert_eq!(split[0].0, ["alice@example.net"]);
         assert_eq!((split[1].1.to.len(), split[1].1.cc.len(), split[1].1.bcc.len()), (0, 1, 1));
         assert_eq!(split[0].1.from, "Acme <app@example.com>");
-        assert_eq!(split[0].1.tags, ["reset", "user=7"]);
+        assert_eq!(split[0].1.tags, ["reset"]);
+        assert_eq!(split[0].1.metadata["user"], "7");
         assert_eq!(split[0].1.attachments[0].content_id.as_deref(), Some("logo"));
         let mut together = message;
         together["preserve_recipients"] = json!(true);

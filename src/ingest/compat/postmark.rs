@@ -5,7 +5,7 @@
 //! How a Postmark request becomes a Baton message: `From` the sender, `To` / `Cc` / `Bcc`
 //! comma-separated lists (names allowed), `ReplyTo`, `Subject`, `TextBody`, `HtmlBody`,
 //! `Headers` (`[{Name, Value}]`), `Attachments` (`Name`, `Content` base64, `ContentType`,
-//! `ContentID` for inline images), `Tag` and `Metadata` (kept as tags) and `MessageStream`
+//! `ContentID` for inline images), `Tag` and `Metadata` (kept as tags and metadata) and `MessageStream`
 //! (Baton's stream, which routes can match). Tracking flags are accepted and ignored (Baton
 //! does not rewrite mail). Answers: `{To, SubmittedAt, MessageID, ErrorCode: 0, Message: "OK"}`;
 //! errors `{ErrorCode, Message}` with Postmark's codes (10 bad token, 300 invalid request,
@@ -153,8 +153,6 @@ fn translate(email: Email) -> Result<SendRequest, PostmarkError> {
     if reply_to.len() > 1 {
         return Err(PostmarkError::invalid("ReplyTo: Baton takes one reply-to address"));
     }
-    let mut tags: Vec<String> = email.tag.into_iter().collect();
-    tags.extend(email.metadata.unwrap_or_default().into_iter().map(|(k, v)| format!("{k}={v}")));
     Ok(SendRequest {
         from: email.from,
         to: addresses("To", email.to.as_deref())?,
@@ -177,7 +175,8 @@ fn translate(email: Email) -> Result<SendRequest, PostmarkError> {
                 content_id: a.content_id.map(|c| c.trim_start_matches("cid:").to_string()),
             })
             .collect(),
-        tags,
+        tags: email.tag.into_iter().collect(),
+        metadata: email.metadata.unwrap_or_default(),
         stream: email.message_stream,
         raw_base64: None,
     })
@@ -261,7 +260,8 @@ mod tests {
             matches!(&r.to[0], AddressInput::Full { email, name: Some(n) } if email == "alice@example.net" && n == "Doe, Alice")
         );
         assert_eq!(r.bcc.len(), 1);
-        assert_eq!(r.tags, ["reset", "user=7"]);
+        assert_eq!(r.tags, ["reset"]);
+        assert_eq!(r.metadata["user"], "7");
         assert_eq!(r.stream.as_deref(), Some("outbound"));
         assert_eq!(r.headers["X-Ref"], "42");
         assert_eq!(r.attachments[0].content_id.as_deref(), Some("logo"));

@@ -5,7 +5,7 @@
 //! How a Resend request becomes a Baton message: `from` is the sender (name and address),
 //! `to` / `cc` / `bcc` (a string or a list) the recipients, `reply_to` one address, `subject`,
 //! `text`, `html`, `headers`, `attachments` (`content` base64, `filename`, `content_type`,
-//! `content_id` for inline images) and `tags` (kept as `name=value`). `Idempotency-Key` is
+//! `content_id` for inline images) and `tags` (kept as metadata: name → value). `Idempotency-Key` is
 //! Baton's idempotency. What Baton cannot do elsewhere is refused with Resend's
 //! `validation_error`: `scheduled_at` (no scheduling) and `template` (provider-stored).
 //! Answers and errors have Resend's shapes, so the SDK returns its own results and raises its
@@ -217,7 +217,9 @@ fn translate(email: Email) -> Result<SendRequest, ResendError> {
         html: email.html,
         headers: email.headers,
         attachments,
-        tags: email.tags.into_iter().map(|t| format!("{}={}", t.name, t.value)).collect(),
+        tags: Vec::new(),
+        // Resend's tags are name/value pairs: Baton's metadata.
+        metadata: email.tags.into_iter().map(|t| (t.name, t.value)).collect(),
         stream: None,
         raw_base64: None,
     })
@@ -343,7 +345,7 @@ mod tests {
         assert_eq!(r.from, "Acme <app@example.com>");
         assert_eq!((r.to.len(), r.cc.len(), r.bcc.len()), (1, 1, 1));
         assert!(matches!(r.reply_to, Some(AddressInput::Plain(ref s)) if s == "support@example.com"));
-        assert_eq!(r.tags, ["category=reset"]);
+        assert_eq!(r.metadata["category"], "reset");
         assert_eq!(r.attachments[0].content_base64, "aGVsbG8=", "bytes as numbers become base64");
         assert_eq!(r.attachments[1].content_id.as_deref(), Some("logo"));
         assert_eq!(r.attachments[1].filename, "attachment-2");

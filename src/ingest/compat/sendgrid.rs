@@ -7,7 +7,7 @@
 //! `subject` and `headers` over the request's; `from` and `reply_to` (`{email, name}`),
 //! `content` (`text/plain`, `text/html`), `attachments` (`content` base64, `filename`, `type`,
 //! `disposition: inline` + `content_id`), `headers`, `categories` and `custom_args` (kept as
-//! tags). Answer: `202` with an empty body and `X-Message-Id` (the first message's Baton id;
+//! tags and metadata). Answer: `202` with an empty body and `X-Message-Id` (the first message's Baton id;
 //! `GET /v1/messages/{id}` works with it). Refused with SendGrid's
 //! `{"errors":[{message, field, help}]}`: `template_id`, `substitutions` and
 //! `dynamic_template_data` (rendering them is still to come), `send_at`.
@@ -202,8 +202,6 @@ fn translate(mail: Mail) -> Result<Vec<SendRequest>, SendgridError> {
     };
     let text = mail.content.iter().find(|c| c.kind.eq_ignore_ascii_case("text/plain")).map(|c| c.value.clone());
     let html = mail.content.iter().find(|c| c.kind.eq_ignore_ascii_case("text/html")).map(|c| c.value.clone());
-    let mut tags = mail.categories.clone();
-    tags.extend(mail.custom_args.iter().map(|(k, v)| format!("{k}={v}")));
     let reply_to = mail.reply_to.map(Mailbox::into_input);
     let attachments: Vec<AttachmentInput> = mail
         .attachments
@@ -221,8 +219,9 @@ fn translate(mail: Mail) -> Result<Vec<SendRequest>, SendgridError> {
         .map(|p| {
             let mut headers = mail.headers.clone();
             headers.extend(p.headers.unwrap_or_default());
-            let mut tags = tags.clone();
-            tags.extend(p.custom_args.unwrap_or_default().into_iter().map(|(k, v)| format!("{k}={v}")));
+            // A personalization's custom_args add to (and override) the message's.
+            let mut metadata = mail.custom_args.clone();
+            metadata.extend(p.custom_args.unwrap_or_default());
             SendRequest {
                 from: from.clone(),
                 to: p.to.into_iter().map(Mailbox::into_input).collect(),
@@ -234,7 +233,8 @@ fn translate(mail: Mail) -> Result<Vec<SendRequest>, SendgridError> {
                 html: html.clone(),
                 headers,
                 attachments: attachments.clone(),
-                tags,
+                tags: mail.categories.clone(),
+                metadata,
                 stream: None,
                 raw_base64: None,
             }
@@ -302,7 +302,8 @@ mod tests {
         assert_eq!(r[1].subject.as_deref(), Some("Hello"));
         assert_eq!(r[0].bcc.len(), 1);
         assert_eq!(r[1].headers["X-Who"], "bob");
-        assert_eq!(r[0].tags, ["reset", "user=7"]);
+        assert_eq!(r[0].tags, ["reset"]);
+        assert_eq!(r[0].metadata["user"], "7");
         assert_eq!(r[0].attachments[0].content_id.as_deref(), Some("logo"));
     }
 

@@ -299,8 +299,14 @@ impl Session {
         }
         let date = mail_builder::headers::date::Date::now().to_rfc822();
         submission::add_missing_fields(&mut body, header_len, &id, self.hostname(), &date);
-        let composed =
-            Composed { mail_from: tx.mail_from, recipients: tx.recipients, body, stream: None, tags: Vec::new() };
+        let composed = Composed {
+            mail_from: tx.mail_from,
+            recipients: tx.recipients,
+            body,
+            stream: None,
+            tags: Vec::new(),
+            metadata: Default::default(),
+        };
         match accept(&self.shared, id, &tx.client.name, Ingress::Smtp, composed, None).await {
             Ok((id, _)) => {
                 self.io.reply(&reply::queued(&id));
