@@ -1,6 +1,7 @@
 //! Mailchimp Transactional's Python SDK, pointed at Baton by its host only: ping, a send with
 //! names, cc/bcc, UTF-8 subject, html + text, an attachment and an inline image, tags and
-//! metadata (one message per recipient, as Mandrill sends it); send-raw byte for byte; the
+//! metadata (one message per recipient, as Mandrill sends it); merge vars rendered per
+//! recipient before spooling; send-raw byte for byte; the
 //! SDK's ApiClientError with Mandrill's error names; failover behind the API, exactly once.
 
 mod support;
@@ -46,8 +47,12 @@ call(client.messages.send, {{"message": {{
     "attachments": [{{"type": "text/plain", "name": "a.txt", "content": "aGVsbG8="}}],
     "images": [{{"type": "image/png", "name": "logo", "content": "UE5H"}}]}}}})
 call(client.messages.send_raw, {{"raw_message": {raw:?}}})
+call(client.messages.send, {{"message": {{"from_email": "app@example.com", "subject": "Hi *|FNAME|*",
+    "to": [{{"email": "carol@example.net"}}, {{"email": "dan@example.net"}}], "text": "Code *|CODE|* for *|fname|*",
+    "global_merge_vars": [{{"name": "fname", "content": "friend"}}],
+    "merge_vars": [{{"rcpt": "carol@example.net", "vars": [{{"name": "FNAME", "content": "Carol"}}, {{"name": "code", "content": 4711}}]}}]}}}})
 call(client.messages.send, {{"message": {{"from_email": "app@example.com", "to": [{{"email": "a@example.net"}}],
-    "text": "x", "merge_vars": [{{"rcpt": "a@example.net", "vars": [{{"name": "N", "content": "v"}}]}}]}}}})
+    "text": "*|IF:N|*x*|END:IF|*", "merge_vars": [{{"rcpt": "a@example.net", "vars": [{{"name": "N", "content": "v"}}]}}]}}}})
 "#
         ),
     )
@@ -72,8 +77,15 @@ call(client.messages.send, {{"message": {{"from_email": "app@example.com", "to":
     baton.wait_final(raw_id).await;
     let sent = primary.messages().into_iter().find(|m| m.rcpts == ["raw@example.net"]).unwrap();
     assert_eq!(sent.data_str(), raw, "send-raw keeps the bytes");
-    assert_eq!(out[3]["error"]["name"], "ValidationError", "{:?}", out[3]);
-    assert!(out[3]["error"]["message"].as_str().unwrap().contains("merge_vars"));
+    for r in out[3]["ok"].as_array().unwrap_or_else(|| panic!("{:?}", out[3])) {
+        baton.wait_final(r["_id"].as_str().unwrap()).await;
+    }
+    let to = |rcpt: &str| primary.messages().into_iter().find(|m| m.rcpts == [rcpt]).unwrap().data_str();
+    let (carol, dan) = (to("carol@example.net"), to("dan@example.net"));
+    assert!(carol.contains("Subject: Hi Carol") && carol.contains("Code 4711 for Carol"), "{carol}");
+    assert!(dan.contains("Subject: Hi friend") && dan.contains("Code  for friend"), "{dan}");
+    assert_eq!(out[4]["error"]["name"], "ValidationError", "{:?}", out[4]);
+    assert!(out[4]["error"]["message"].as_str().unwrap().starts_with("text: *|IF:N|*"), "{:?}", out[4]);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! SendGrid's Python SDK, pointed at Baton by its host only: a send with names, cc/bcc, UTF-8
 //! subject, html + text, an attachment and an inline image, categories and custom args; two
-//! personalizations (two messages); the SDK's own errors for a bad key, a sender the client
+//! personalizations with substitutions (two messages, each rendered); the SDK's own errors for a bad key, a sender the client
 //! may not use and an unsupported template; failover behind the API, exactly once.
 
 mod support;
@@ -47,8 +47,9 @@ m.add_attachment(Attachment(FileContent("UE5H"), FileName("logo.png"), FileType(
 m.add_category(Category("reset"))
 m.add_custom_arg(CustomArg("user", "7"))
 send(m)
-send({"personalizations": [{"to": [{"email": "carol@example.net"}]}, {"to": [{"email": "dave@example.net"}], "subject": "For Dave"}],
-      "from": {"email": "app@example.com"}, "subject": "Hello", "content": [{"type": "text/plain", "value": "hi"}]})
+send({"personalizations": [{"to": [{"email": "carol@example.net"}], "substitutions": {"-name-": "Carol"}},
+                           {"to": [{"email": "dave@example.net"}], "subject": "For -name-", "substitutions": {"-name-": "Dave"}}],
+      "from": {"email": "app@example.com"}, "subject": "Hello", "content": [{"type": "text/plain", "value": "hi -name-"}]})
 send({"personalizations": [{"to": [{"email": "x@example.net"}]}], "from": {"email": "ceo@example.org"}, "subject": "s",
       "content": [{"type": "text/plain", "value": "t"}]})
 send({"personalizations": [{"to": [{"email": "x@example.net"}]}], "from": {"email": "app@example.com"}, "template_id": "d-123"})
@@ -65,10 +66,10 @@ send({"personalizations": [{"to": [{"email": "x@example.net"}]}], "from": {"emai
     assert!(text.contains("filename=\"a.txt\"") && !text.contains("audit@example.com"), "{text}");
     assert_eq!(out[1]["status"], 202, "{:?}", out[1]);
     primary.wait_for_messages(3, support::baton::DEADLINE).await;
-    assert!(
-        primary.messages().iter().any(|m| m.data_str().contains("Subject: For Dave")),
-        "one message per personalization"
-    );
+    let to = |rcpt: &str| primary.messages().into_iter().find(|m| m.rcpts == [rcpt]).unwrap().data_str();
+    let (carol, dave) = (to("carol@example.net"), to("dave@example.net"));
+    assert!(carol.contains("Subject: Hello") && carol.contains("hi Carol"), "substitutions rendered: {carol}");
+    assert!(dave.contains("Subject: For Dave") && dave.contains("hi Dave"), "one message per personalization: {dave}");
     assert_eq!(
         (out[2]["error"].as_str(), out[2]["status"].as_u64()),
         (Some("ForbiddenError"), Some(403)),

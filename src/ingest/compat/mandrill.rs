@@ -10,12 +10,14 @@
 //! message of their own, as Mandrill sends it; with true, one message to all. `send-raw` keeps
 //! the MIME byte for byte. The answer is Mandrill's per-recipient array with `status: "queued"`
 //! and Baton's message id as `_id` — never a `queued_reason`. Errors have Mandrill's shape
-//! `{"status":"error","code","name","message"}` (`Invalid_Key`, `ValidationError`). Refused for
-//! now: merge vars, templates (`send-template` is not served) and `send_at`.
+//! `{"status":"error","code","name","message"}` (`Invalid_Key`, `ValidationError`). Merge vars
+//! (`merge_vars`, `global_merge_vars`, `merge_language` mailchimp or handlebars) are rendered
+//! before spooling (`merge.rs`); recipients with vars of their own get a message each.
+//! Refused: `send_at` (Baton sends at once).
 
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
 use super::super::submit::{self, BodyBudget, Refusal, read_body};
-use super::AuthFailure;
+use super::{AuthFailure, merge};
 use crate::app::Shared;
 use crate::runtime::Client;
 use axum::body::Body;
@@ -90,9 +92,88 @@ struct Message {
     #[serde(default)]
     preserve_recipients: Option<bool>,
     #[serde(default)]
-    merge_vars: Option<Vec<Value>>,
+    merge: Option<bool>,
     #[serde(default)]
-    global_merge_vars: Option<Vec<Value>>,
+    merge_language: Option<String>,
+    #[serde(default)]
+    merge_vars: Option<Vec<RecipientVars>>,
+    #[serde(default)]
+    global_merge_vars: Option<Vec<MergeVar>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct MergeVar {
+    name: String,
+    #[serde(default)]
+    content: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RecipientVars {
+    rcpt: String,
+    #[serde(default)]
+    vars: Vec<MergeVar>,
+}
+
+/// How a message's merge tags are rendered (see `merge.rs`).
+struct Merge {
+    handlebars: bool,
+    global: Vec<MergeVar>,
+    per_recipient: Vec<RecipientVars>,
+}
+
+impl Merge {
+    /// `None` when the message has no merging to do: `merge` is false, or it is unset and no
+    /// merge vars are given (Mandrill turns merging on when there are any).
+    fn of(m: &Message) -> Result<Option<Merge>, MandrillError> {
+        let global = m.global_merge_vars.clone().unwrap_or_default();
+        let per_recipient = m.merge_vars.clone().unwrap_or_default();
+        if !m.merge.unwrap_or(!global.is_empty() || !per_recipient.is_empty()) {
+            return Ok(None);
+        }
+        let handlebars = match m.merge_language.as_deref().unwrap_or("mailchimp") {
+            "mailchimp" => false,
+            "handlebars" => true,
+            other => {
+                return Err(MandrillError::validation(format!(
+                    "merge_language: {other:?} is not one of \"mailchimp\", \"handlebars\""
+                )));
+            }
+        };
+        Ok(Some(Merge { handlebars, global, per_recipient }))
+    }
+
+    /// The vars for `rcpt` (its own over the global ones), or the global ones alone.
+    fn vars(&self, rcpt: Option<&str>) -> Vec<&MergeVar> {
+        let own = rcpt.and_then(|r| self.per_recipient.iter().find(|v| v.rcpt.eq_ignore_ascii_case(r)));
+        let own: Vec<&MergeVar> = own.map(|o| o.vars.iter().collect()).unwrap_or_default();
+        let global = self.global.iter().filter(|g| !own.iter().any(|v| v.name.eq_ignore_ascii_case(&g.name)));
+        let global: Vec<&MergeVar> = global.collect();
+        own.into_iter().chain(global).collect()
+    }
+
+    /// Renders subject, text and HTML of `request` for `rcpt`.
+    fn render(&self, request: &mut SendRequest, rcpt: Option<&str>) -> Result<(), MandrillError> {
+        let vars = self.vars(rcpt);
+        let data: serde_json::Map<String, Value> =
+            vars.iter().rev().map(|v| (v.name.clone(), v.content.clone())).collect();
+        let data = Value::Object(data);
+        let one = |field: &str, text: &mut Option<String>, part: merge::Part| -> Result<(), MandrillError> {
+            let Some(t) = text.as_deref() else { return Ok(()) };
+            let rendered = if self.handlebars {
+                merge::handlebars(t, &data, part)
+            } else {
+                merge::mailchimp(t, |name| {
+                    vars.iter().find(|v| v.name.eq_ignore_ascii_case(name)).map(|v| merge::as_text(&v.content))
+                })
+            };
+            *text = Some(rendered.map_err(|e| MandrillError::validation(format!("{field}: {e}")))?);
+            Ok(())
+        };
+        one("subject", &mut request.subject, merge::Part::Subject)?;
+        one("text", &mut request.text, merge::Part::Text)?;
+        one("html", &mut request.html, merge::Part::Html)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,11 +271,7 @@ fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, Mandrill
     if call.send_at.is_some() {
         return Err(MandrillError::validation("send_at: Baton sends at once; scheduling is not supported"));
     }
-    if m.merge_vars.as_ref().is_some_and(|v| !v.is_empty())
-        || m.global_merge_vars.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        return Err(MandrillError::validation("merge_vars: rendering merge vars is not supported by Baton yet"));
-    }
+    let merge = Merge::of(&m)?;
     let email = m.from_email.clone().ok_or_else(|| MandrillError::validation("from_email: required"))?;
     let from = match &m.from_name {
         Some(name) => format!("{name} <{email}>"),
@@ -236,16 +313,29 @@ fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, Mandrill
                 _ => r.to.push(address),
             }
         }
-        (recipients.iter().map(|rc| rc.email.clone()).collect(), r)
+        (recipients.iter().map(|rc| rc.email.clone()).collect::<Vec<String>>(), r)
     };
     if m.to.is_empty() {
         return Err(MandrillError::validation("to: at least one recipient is required"));
     }
-    Ok(if m.preserve_recipients == Some(true) {
+    // Recipients with merge vars of their own get a message each, even when recipients are
+    // preserved: the rendered text differs per recipient.
+    let personal = merge.as_ref().is_some_and(|g| !g.per_recipient.is_empty());
+    let mut messages = if m.preserve_recipients == Some(true) && !personal {
         vec![one(&m.to.iter().collect::<Vec<_>>())]
     } else {
         m.to.iter().map(|rc| one(&[rc])).collect()
-    })
+    };
+    if let Some(merge) = &merge {
+        for (recipients, request) in &mut messages {
+            let rcpt = match recipients.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            };
+            merge.render(request, rcpt)?;
+        }
+    }
+    Ok(messages)
 }
 
 /// Mandrill's answer: one entry per recipient.
@@ -366,8 +456,44 @@ mod tests {
     }
 
     #[test]
-    fn merge_vars_and_scheduling_are_refused() {
-        let m = json!({"from_email": "app@example.com", "to": [{"email": "a@example.net"}], "merge_vars": [{"rcpt": "a@example.net", "vars": []}]});
-        assert_eq!(translate(call(m)).err().unwrap().name, "ValidationError");
+    fn merge_vars_are_rendered_per_recipient_before_spooling() {
+        let m = json!({
+            "from_email": "app@example.com", "subject": "Hi *|FNAME|*", "text": "*|fname|* in *|CITY|*",
+            "to": [{"email": "a@example.net"}, {"email": "B@example.net"}], "preserve_recipients": true,
+            "global_merge_vars": [{"name": "city", "content": "Oslo"}, {"name": "fname", "content": "friend"}],
+            "merge_vars": [{"rcpt": "b@example.net", "vars": [{"name": "FNAME", "content": "Bo"}]}],
+        });
+        let split = translate(call(m)).ok().unwrap();
+        assert_eq!(split.len(), 2, "recipients with their own vars get a message each");
+        assert_eq!(split[0].1.subject.as_deref(), Some("Hi friend"));
+        assert_eq!(split[1].1.subject.as_deref(), Some("Hi Bo"));
+        assert_eq!(split[1].1.text.as_deref(), Some("Bo in Oslo"));
+    }
+
+    #[test]
+    fn handlebars_merge_escapes_html_only() {
+        let m = json!({
+            "from_email": "app@example.com", "subject": "{{name}}", "html": "<p>{{name}}</p>",
+            "to": [{"email": "a@example.net"}], "merge_language": "handlebars",
+            "global_merge_vars": [{"name": "name", "content": "A & B"}],
+        });
+        let one = translate(call(m)).ok().unwrap();
+        assert_eq!(one[0].1.subject.as_deref(), Some("A & B"));
+        assert_eq!(one[0].1.html.as_deref(), Some("<p>A &amp; B</p>"));
+    }
+
+    #[test]
+    fn unrenderable_merge_tags_and_scheduling_are_refused_by_field() {
+        let m = json!({"from_email": "app@example.com", "to": [{"email": "a@example.net"}], "text": "*|IF:X|*y*|END:IF|*",
+                       "global_merge_vars": [{"name": "x", "content": "1"}]});
+        let e = translate(call(m)).err().unwrap();
+        assert_eq!(e.name, "ValidationError");
+        assert!(e.message.starts_with("text: *|IF:X|*"), "{}", e.message);
+        let m = json!({"from_email": "app@example.com", "to": [{"email": "a@example.net"}], "merge_language": "liquid", "merge": true});
+        assert!(translate(call(m)).err().unwrap().message.starts_with("merge_language"));
+        let scheduled: SendCall = serde_json::from_value(json!({"key": "k", "send_at": "2030-01-01 00:00:00",
+            "message": {"from_email": "app@example.com", "to": [{"email": "a@example.net"}]}}))
+        .unwrap();
+        assert!(translate(scheduled).err().unwrap().message.starts_with("send_at"));
     }
 }

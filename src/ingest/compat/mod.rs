@@ -6,6 +6,7 @@
 //! [`SendRequest`]: super::compose::SendRequest
 
 pub mod mandrill;
+pub mod merge;
 pub mod postmark;
 pub mod resend;
 pub mod sendgrid;

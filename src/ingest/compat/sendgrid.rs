@@ -8,13 +8,14 @@
 //! `content` (`text/plain`, `text/html`), `attachments` (`content` base64, `filename`, `type`,
 //! `disposition: inline` + `content_id`), `headers`, `categories` and `custom_args` (kept as
 //! tags and metadata). Answer: `202` with an empty body and `X-Message-Id` (the first message's Baton id;
-//! `GET /v1/messages/{id}` works with it). Refused with SendGrid's
-//! `{"errors":[{message, field, help}]}`: `template_id`, `substitutions` and
-//! `dynamic_template_data` (rendering them is still to come), `send_at`.
+//! `GET /v1/messages/{id}` works with it). `substitutions` (per
+//! personalization) and `sections` are rendered into subject and content before spooling
+//! (`merge.rs`). Refused with SendGrid's `{"errors":[{message, field, help}]}`: `template_id`
+//! and `dynamic_template_data` (SendGrid-stored templates), `send_at`.
 
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
 use super::super::submit::{self, BodyBudget, Refusal, read_body};
-use super::AuthFailure;
+use super::{AuthFailure, merge};
 use crate::app::Shared;
 use crate::runtime::Client;
 use axum::body::Body;
@@ -60,7 +61,7 @@ struct Personalization {
     #[serde(default)]
     custom_args: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    substitutions: Option<Value>,
+    substitutions: Option<BTreeMap<String, String>>,
     #[serde(default)]
     dynamic_template_data: Option<Value>,
     #[serde(default)]
@@ -105,6 +106,8 @@ struct Mail {
     categories: Vec<String>,
     #[serde(default)]
     custom_args: BTreeMap<String, String>,
+    #[serde(default)]
+    sections: BTreeMap<String, String>,
     #[serde(default)]
     template_id: Option<String>,
     #[serde(default)]
@@ -177,11 +180,8 @@ fn refuse_unsupported(mail: &Mail) -> Result<(), SendgridError> {
         return Err(SendgridError::bad(Some("send_at"), "Baton sends at once; scheduling is not supported"));
     }
     for (i, p) in mail.personalizations.iter().enumerate() {
-        let unsupported = [
-            ("substitutions", p.substitutions.is_some()),
-            ("dynamic_template_data", p.dynamic_template_data.is_some()),
-            ("send_at", p.send_at.is_some()),
-        ];
+        let unsupported =
+            [("dynamic_template_data", p.dynamic_template_data.is_some()), ("send_at", p.send_at.is_some())];
         if let Some((name, _)) = unsupported.iter().find(|(_, given)| *given) {
             let field = format!("personalizations.{i}.{name}");
             return Err(SendgridError::bad(Some(&field), format!("{name} is not supported by Baton yet")));
@@ -222,15 +222,24 @@ fn translate(mail: Mail) -> Result<Vec<SendRequest>, SendgridError> {
             // A personalization's custom_args add to (and override) the message's.
             let mut metadata = mail.custom_args.clone();
             metadata.extend(p.custom_args.unwrap_or_default());
+            // Substitutions are rendered here, so any provider sends the personalized text;
+            // then the sections their values may name.
+            let substitutions = p.substitutions.unwrap_or_default();
+            let substitutions: Vec<(&str, &str)> =
+                substitutions.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let sections: Vec<(&str, &str)> = mail.sections.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let render = |text: Option<String>| {
+                text.map(|t| merge::substitute(&merge::substitute(&t, &substitutions), &sections))
+            };
             SendRequest {
                 from: from.clone(),
                 to: p.to.into_iter().map(Mailbox::into_input).collect(),
                 cc: p.cc.unwrap_or_default().into_iter().map(Mailbox::into_input).collect(),
                 bcc: p.bcc.unwrap_or_default().into_iter().map(Mailbox::into_input).collect(),
                 reply_to: reply_to.clone(),
-                subject: p.subject.or_else(|| mail.subject.clone()),
-                text: text.clone(),
-                html: html.clone(),
+                subject: render(p.subject.or_else(|| mail.subject.clone())),
+                text: render(text.clone()),
+                html: render(html.clone()),
                 headers,
                 attachments: attachments.clone(),
                 tags: mail.categories.clone(),
@@ -308,15 +317,30 @@ mod tests {
     }
 
     #[test]
-    fn templates_and_substitutions_are_refused_by_field() {
-        let base =
+    fn substitutions_and_sections_are_rendered_per_personalization() {
+        let mail: Mail = serde_json::from_value(json!({
+            "personalizations": [
+                {"to": [{"email": "a@example.net"}], "substitutions": {"-name-": "Ann", "-sig-": "%formal%"}},
+                {"to": [{"email": "b@example.net"}], "substitutions": {"-name-": "Bo", "-sig-": "%casual%"}, "subject": "Yo -name-"},
+            ],
+            "from": {"email": "app@example.com"}, "subject": "Hello -name-",
+            "sections": {"%formal%": "Regards", "%casual%": "Cheers"},
+            "content": [{"type": "text/plain", "value": "Hi -name-. -sig-"}],
+        }))
+        .unwrap();
+        let r = translate(mail).ok().unwrap();
+        assert_eq!(r[0].subject.as_deref(), Some("Hello Ann"));
+        assert_eq!(r[0].text.as_deref(), Some("Hi Ann. Regards"));
+        assert_eq!(r[1].subject.as_deref(), Some("Yo Bo"));
+        assert_eq!(r[1].text.as_deref(), Some("Hi Bo. Cheers"));
+    }
+
+    #[test]
+    fn dynamic_template_data_is_refused_by_field() {
+        let mut t =
             json!({"personalizations": [{"to": [{"email": "a@example.net"}]}], "from": {"email": "app@example.com"}});
-        let mut t = base.clone();
-        t["template_id"] = json!("d-123");
-        assert_eq!(translate(serde_json::from_value(t).unwrap()).err().unwrap().field.as_deref(), Some("template_id"));
-        let mut s = base;
-        s["personalizations"][0]["substitutions"] = json!({"-name-": "Alice"});
-        let e = translate(serde_json::from_value(s).unwrap()).err().unwrap();
-        assert_eq!(e.field.as_deref(), Some("personalizations.0.substitutions"));
+        t["personalizations"][0]["dynamic_template_data"] = json!({"name": "Alice"});
+        let e = translate(serde_json::from_value(t).unwrap()).err().unwrap();
+        assert_eq!(e.field.as_deref(), Some("personalizations.0.dynamic_template_data"));
     }
 }
