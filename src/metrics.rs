@@ -20,6 +20,7 @@ pub struct Metrics {
     registry: Registry,
     pub messages_received: IntCounterVec,
     pub ingest_rejections: IntCounterVec,
+    pub compat_requests: IntCounterVec,
     pub delivery_attempts: IntCounterVec,
     pub recipients: IntCounterVec,
     pub failovers: IntCounterVec,
@@ -80,8 +81,11 @@ pub struct Metrics {
     pub smtp_timeouts: IntCounterVec,
 }
 
+/// Outcomes of a send request to a provider-compatible API (`baton_compat_requests_total`).
+pub const COMPAT_OUTCOMES: [&str; 3] = ["accepted", "template_passthrough", "refused"];
+
 /// Reasons an ingest request is refused (`baton_ingest_rejections_total{reason}`).
-pub const REJECTION_REASONS: [&str; 11] = [
+pub const REJECTION_REASONS: [&str; 12] = [
     "auth",
     "sender_not_allowed",
     "invalid",
@@ -93,6 +97,7 @@ pub const REJECTION_REASONS: [&str; 11] = [
     "rate_limited",
     "idempotency_conflict",
     "null_sender",
+    "no_template_provider",
 ];
 
 /// Why an SMTP AUTH attempt was refused (`baton_smtp_auth_failures_total{reason}`): a wrong
@@ -310,6 +315,12 @@ impl Metrics {
                 "Messages accepted into the spool",
                 &["ingress", "client"],
             ),
+            compat_requests: counter(
+                &registry,
+                "baton_compat_requests_total",
+                "Send requests to the provider-compatible APIs by outcome (accepted, template_passthrough, refused)",
+                &["api", "outcome"],
+            ),
             ingest_rejections: counter(
                 &registry,
                 "baton_ingest_rejections_total",
@@ -385,6 +396,11 @@ impl Metrics {
             }
             for reason in REJECTION_REASONS {
                 self.ingest_rejections.with_label_values(&[ingress, reason]);
+            }
+        }
+        for api in crate::config::COMPATIBLE_APIS {
+            for outcome in COMPAT_OUTCOMES {
+                self.compat_requests.with_label_values(&[api, outcome]);
             }
         }
         for provider in providers {
@@ -614,6 +630,8 @@ mod tests {
             .chain(&SMTP_AUTH_FAILURE_REASONS)
             .chain(&SMTP_AUTH_BLOCK_SCOPES)
             .chain(&SMTP_TIMEOUT_PHASES)
+            .chain(&COMPAT_OUTCOMES)
+            .chain(&crate::config::COMPATIBLE_APIS)
             .copied()
             .chain(OutcomeClass::ALL.iter().map(|c| c.as_str()))
             .chain(ProviderState::ALL.iter().map(|s| s.as_str()))

@@ -102,8 +102,11 @@ fn default_http_header_timeout() -> Dur {
 fn default_http_request_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(60))
 }
+/// The provider-compatible APIs Baton can serve (`server.compatible_apis`; all by default).
+pub const COMPATIBLE_APIS: [&str; 4] = ["mandrill", "sendgrid", "postmark", "resend"];
+
 fn default_compatible_apis() -> Vec<String> {
-    crate::ingest::compat::APIS.iter().map(|s| s.to_string()).collect()
+    COMPATIBLE_APIS.iter().map(|s| s.to_string()).collect()
 }
 fn default_http_max_inflight_bytes() -> Size {
     Size(256 * 1024 * 1024)

@@ -93,8 +93,8 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         }
     }
     for (i, api) in c.server.compatible_apis.iter().enumerate() {
-        if !crate::ingest::compat::APIS.contains(&api.as_str()) {
-            let known = crate::ingest::compat::APIS.join(", ");
+        if !super::COMPATIBLE_APIS.contains(&api.as_str()) {
+            let known = super::COMPATIBLE_APIS.join(", ");
             p.error(&server.key("compatible_apis").index(i), format!("unknown API {api:?}; known: {known}"));
         }
     }

@@ -20,11 +20,22 @@ struct PassResult {
 /// Shortest wait before a pass may try anything.
 const MIN_WAIT: Duration = Duration::from_millis(50);
 
-/// If every provider of the route is out of rotation: how long until the first may be usable
-/// again (`Some(None)`: only an operator can bring one back). `None` if one is usable now.
-fn route_unavailable_for(shared: &Shared, route: &Route, sender_domain: &str) -> Option<Option<Duration>> {
+/// The providers that may send `record`, in the route's order: the route's, or for a
+/// provider-template pass-through only the provider it was passed to (no failover: no other
+/// account holds that template).
+fn providers_for<'a>(route: &'a Route, record: &'a MessageRecord) -> Vec<&'a String> {
+    match &record.passthrough {
+        Some(provider) => vec![provider],
+        None => route.providers.iter().collect(),
+    }
+}
+
+/// If every provider that may send the message is out of rotation: how long until the first
+/// may be usable again (`Some(None)`: only an operator can bring one back). `None` if one is
+/// usable now.
+fn unavailable_for(shared: &Shared, providers: &[&String], sender_domain: &str) -> Option<Option<Duration>> {
     let mut soonest: Option<Duration> = None;
-    for name in &route.providers {
+    for name in providers {
         match shared.health.available_in(name, sender_domain) {
             Some(d) if d.is_zero() => return None,
             Some(d) => soonest = Some(soonest.map_or(d, |s| s.min(d))),
@@ -86,7 +97,7 @@ pub async fn deliver(shared: &Shared, id: &str) {
     // reading the body, touching the disk or using up a retry slot.
     let domain = sender_domain(&record.mail_from);
     let expired = now_ms().saturating_sub(record.created_ms) >= max_age_ms;
-    if !expired && let Some(back) = route_unavailable_for(shared, route, &domain) {
+    if !expired && let Some(back) = unavailable_for(shared, &providers_for(route, &record), &domain) {
         let schedule = &config.retry.schedule;
         let slot = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
         let wait = back.map_or(slot, |b| b.clamp(MIN_WAIT, slot.max(MIN_WAIT)));
@@ -134,7 +145,7 @@ pub async fn deliver(shared: &Shared, id: &str) {
     let mut delay = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
     // When the failures have taken every provider out of rotation, their cooldowns say when
     // trying again makes sense; the retry schedule is the upper bound.
-    if let Some(Some(back)) = route_unavailable_for(shared, route, &domain) {
+    if let Some(Some(back)) = unavailable_for(shared, &providers_for(route, &record), &domain) {
         delay = delay.min(back.max(MIN_WAIT));
     }
     record.next_attempt_ms = now + delay.as_millis() as u64;
@@ -229,11 +240,12 @@ async fn run_pass(
     let domain = sender_domain(&record.mail_from);
     let mut all_bad_request = true;
     let mut last_provider = None;
-    let mut order: Vec<&String> = route.providers.iter().collect();
+    let passthrough = record.passthrough.is_some();
+    let mut order: Vec<String> = providers_for(route, record).into_iter().cloned().collect();
     if route.warm_standby > 0.0 && order.len() > 1 && shared.health.standby_turn(&route.name, route.warm_standby) {
         order.swap(0, 1);
     }
-    for (position, &name) in order.iter().enumerate() {
+    for (position, name) in order.iter().enumerate() {
         let pending: Vec<usize> = record.pending().map(|(i, _)| i).collect();
         if pending.is_empty() {
             break;
@@ -263,6 +275,7 @@ async fn run_pass(
             body,
             tags: &record.tags,
             metadata: &record.metadata,
+            template: passthrough,
         };
         let report = attempt(shared, name, provider.as_ref(), &outbound, &domain, trial).await;
         let elapsed = started.elapsed();
@@ -344,7 +357,14 @@ async fn attempt(
         let detail = format!("{what} gave no answer within health.trial_timeout ({limit:?}); moved on");
         SendReport::failed(OutcomeClass::Transient, n, detail)
     };
-    let report = match tokio::time::timeout_at(deadline, provider.trial(msg)).await {
+    // A template pass-through's body is the API's own request, not MIME: no synthetic trial.
+    let synthetic = async {
+        match msg.template {
+            true => None,
+            false => provider.trial(msg).await,
+        }
+    };
+    let report = match tokio::time::timeout_at(deadline, synthetic).await {
         Ok(Some(mut synthetic)) if synthetic.class.is_provider_failure() => {
             synthetic.detail = format!("synthetic trial: {}", synthetic.detail);
             synthetic.recipients = vec![RecipientResult::NotDone; n];

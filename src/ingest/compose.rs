@@ -88,6 +88,8 @@ pub struct Composed {
     pub stream: Option<String>,
     pub tags: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The provider a template request is passed through to (`body` is then that request).
+    pub passthrough: Option<String>,
 }
 
 /// Headers that come from their own fields (or are generated) and may not be set via `headers`.
@@ -151,6 +153,12 @@ fn parse_address(field: &str, input: &AddressInput) -> Result<Parsed, ComposeErr
             Ok(Parsed { name: name.clone().filter(|n| !n.is_empty()), email: address.to_string() })
         }
     }
+}
+
+/// The bare address of `input` (`"Name <a@example.com>"` → `a@example.com`), checked as for
+/// a composed message; for requests Baton does not compose (template pass-through).
+pub fn envelope_address(field: &str, input: &AddressInput) -> Result<String, ComposeError> {
+    parse_address(field, input).map(|p| p.email)
 }
 
 fn mb_address(p: &Parsed) -> MbAddress<'static> {
@@ -239,7 +247,15 @@ pub fn compose(
     if body.len() as u64 > max_size {
         return Err(ComposeError::TooLarge(max_size));
     }
-    Ok(Composed { mail_from: from.email, recipients, body, stream: req.stream, tags: req.tags, metadata: req.metadata })
+    Ok(Composed {
+        mail_from: from.email,
+        recipients,
+        body,
+        stream: req.stream,
+        tags: req.tags,
+        metadata: req.metadata,
+        passthrough: None,
+    })
 }
 
 fn build_mime(

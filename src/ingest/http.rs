@@ -21,17 +21,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let apis = shared.runtime.load().config.server.compatible_apis.clone();
     let mut router = Router::new().route("/v1/messages", post(send)).route("/v1/messages/{id}", get(status));
     // Provider-compatible APIs (`server.compatible_apis`), on their own root paths.
-    if apis.iter().any(|a| a == "mandrill") {
-        router = router.merge(super::compat::mandrill::routes());
-    }
-    if apis.iter().any(|a| a == "resend") {
-        router = router.merge(super::compat::resend::routes());
-    }
-    if apis.iter().any(|a| a == "postmark") {
-        router = router.merge(super::compat::postmark::routes());
-    }
-    if apis.iter().any(|a| a == "sendgrid") {
-        router = router.merge(super::compat::sendgrid::routes());
+    for api in super::compat::APIS {
+        if apis.iter().any(|a| a == api) {
+            router = router.merge(super::compat::routes(api, &shared));
+        }
     }
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
@@ -123,6 +116,7 @@ impl From<Refusal> for ApiError {
             Refusal::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             // 422 as in the IETF Idempotency-Key draft (409 is for a request still in progress).
             Refusal::IdempotencyConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            Refusal::NoTemplateProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no_template_provider"),
             Refusal::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, r.message())

@@ -85,6 +85,7 @@ pub async fn accept(
         stream: message.stream,
         tags: message.tags,
         metadata: message.metadata,
+        passthrough: message.passthrough,
         created_ms: now,
         next_attempt_ms: now,
         failed_passes: 0,

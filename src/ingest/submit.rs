@@ -5,7 +5,7 @@
 //! here, once. Its promise: whichever API a message came in through, it was checked and
 //! stored exactly alike, and every refusal is counted under one reason list.
 
-use super::compose::{ComposeError, SendRequest, compose};
+use super::compose::{AddressInput, ComposeError, Composed, SendRequest, compose, envelope_address};
 use super::{Idempotency, IngestError, accept, new_message_id};
 use crate::app::Shared;
 use crate::runtime::Client;
@@ -33,6 +33,8 @@ pub enum Refusal {
     ShuttingDown,
     /// The idempotency key was used with another request (the first message's id).
     IdempotencyConflict(String),
+    /// A provider-stored template, and the client's route has no provider of that type.
+    NoTemplateProvider(String),
     Internal,
 }
 
@@ -48,6 +50,7 @@ impl Refusal {
             Refusal::SpoolFull => "spool_full",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::IdempotencyConflict(_) => "idempotency_conflict",
+            Refusal::NoTemplateProvider(_) => "no_template_provider",
             Refusal::Internal => "internal",
         }
     }
@@ -55,7 +58,10 @@ impl Refusal {
     /// A message for the client (never internal details).
     pub fn message(&self) -> String {
         match self {
-            Refusal::Invalid(m) | Refusal::HeaderInjection(m) | Refusal::SenderNotAllowed(m) => m.clone(),
+            Refusal::Invalid(m)
+            | Refusal::HeaderInjection(m)
+            | Refusal::SenderNotAllowed(m)
+            | Refusal::NoTemplateProvider(m) => m.clone(),
             Refusal::TooLarge(limit) => format!("message is larger than the limit of {limit} bytes"),
             Refusal::Busy => "too many large requests in flight; retry shortly".into(),
             Refusal::SpoolFull => IngestError::SpoolFull.to_string(),
@@ -147,9 +153,123 @@ pub fn idempotency(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<
     }
 }
 
-/// Composes, checks and spools one message for `client`. Returns its id (the earlier message's
-/// id when the idempotency key was already used for the same request).
+/// A request to send with a template stored at the provider (Mandrill `send-template`,
+/// SendGrid `template_id`, Postmark `withTemplate`, Resend `template`): Baton cannot render
+/// it, so it is spooled as the API's own request and sent through a provider of the same
+/// type in the client's route, with no failover.
+pub struct TemplateRequest {
+    /// The compatible API it came in through, which is also the provider type that can send it.
+    pub api: &'static str,
+    /// The sender as given (`"Name <a@example.com>"` or a bare address).
+    pub from: AddressInput,
+    /// Every recipient (to, cc, bcc), as given.
+    pub recipients: Vec<AddressInput>,
+    pub stream: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The request as the provider's API takes it, without the client's credentials.
+    pub body: Vec<u8>,
+}
+
+/// What an API hands to [`submit`]: a message for Baton to compose, or a provider-stored
+/// template request to pass through.
+pub enum Submission {
+    Compose(SendRequest),
+    Template(TemplateRequest),
+}
+
+impl From<SendRequest> for Submission {
+    fn from(r: SendRequest) -> Submission {
+        Submission::Compose(r)
+    }
+}
+
+impl From<TemplateRequest> for Submission {
+    fn from(r: TemplateRequest) -> Submission {
+        Submission::Template(r)
+    }
+}
+
+/// Checks and spools a [`TemplateRequest`] for `client`, pinned to the first provider of its
+/// type in the client's route; its id. The same checks as a composed message: the sender is
+/// one the client may use, the recipients are addresses, the size is within the limit.
+async fn submit_template(
+    shared: &Shared,
+    client: &Client,
+    request: TemplateRequest,
+    idempotency: Option<Idempotency>,
+) -> Result<String, Refusal> {
+    let runtime = shared.runtime.load_full();
+    let server = &runtime.config.server;
+    let invalid = |e: ComposeError| match e {
+        ComposeError::HeaderInjection(m) => Refusal::HeaderInjection(m),
+        ComposeError::Invalid(m) => Refusal::Invalid(m),
+        ComposeError::TooLarge(limit) => Refusal::TooLarge(limit),
+    };
+    let from = envelope_address("from", &request.from).map_err(|e| count(shared, invalid(e)))?;
+    let mut recipients: Vec<String> = Vec::with_capacity(request.recipients.len());
+    for (i, r) in request.recipients.iter().enumerate() {
+        let email = envelope_address(&format!("to[{i}]"), r).map_err(|e| count(shared, invalid(e)))?;
+        if !recipients.iter().any(|known| known.eq_ignore_ascii_case(&email)) {
+            recipients.push(email);
+        }
+    }
+    if recipients.is_empty() {
+        return Err(count(shared, Refusal::Invalid("to: at least one recipient is required".into())));
+    }
+    if recipients.len() > server.max_recipients {
+        let m = format!("to: at most {} recipients per message", server.max_recipients);
+        return Err(count(shared, Refusal::Invalid(m)));
+    }
+    if request.body.len() as u64 > server.max_message_size.0 {
+        return Err(count(shared, Refusal::TooLarge(server.max_message_size.0)));
+    }
+    if !client.may_send_from(&from) {
+        let m = format!("client {:?} may not send from {from}", client.name);
+        return Err(count(shared, Refusal::SenderNotAllowed(m)));
+    }
+    let route = runtime.route_for(&client.name, &from, request.stream.as_deref());
+    let provider = route.and_then(|route| {
+        let same_type =
+            |name: &&String| runtime.config.providers.get(*name).is_some_and(|p| p.type_name() == request.api);
+        route.providers.iter().find(same_type).cloned()
+    });
+    let Some(provider) = provider else {
+        let route = route.map_or("(none)", |r| r.name.as_str());
+        let m = format!(
+            "the template is stored at {api}, and route {route:?} has no {api} provider to send it with (provider templates cannot fail over to another provider)",
+            api = request.api
+        );
+        return Err(count(shared, Refusal::NoTemplateProvider(m)));
+    };
+    let message = Composed {
+        mail_from: from,
+        recipients,
+        body: request.body,
+        stream: request.stream,
+        tags: request.tags,
+        metadata: request.metadata,
+        passthrough: Some(provider),
+    };
+    spool(shared, client, new_message_id(), message, idempotency).await
+}
+
+/// Checks and spools one submission for `client`. Returns its id (the earlier message's id
+/// when the idempotency key was already used for the same request).
 pub async fn submit(
+    shared: &Shared,
+    client: &Client,
+    request: impl Into<Submission>,
+    idempotency: Option<Idempotency>,
+) -> Result<String, Refusal> {
+    match request.into() {
+        Submission::Compose(request) => submit_composed(shared, client, request, idempotency).await,
+        Submission::Template(request) => submit_template(shared, client, request, idempotency).await,
+    }
+}
+
+/// Composes, checks and spools one message for `client`.
+async fn submit_composed(
     shared: &Shared,
     client: &Client,
     request: SendRequest,
@@ -186,7 +306,18 @@ pub async fn submit(
         let m = format!("client {:?} may not name {address} in From: or Sender: (see header_senders)", client.name);
         return Err(count(shared, Refusal::SenderNotAllowed(m)));
     }
-    match accept(shared, id, &client.name, Ingress::Http, composed, idempotency).await {
+    spool(shared, client, id, composed, idempotency).await
+}
+
+/// Spools a checked message: its id, or the refusal counted.
+async fn spool(
+    shared: &Shared,
+    client: &Client,
+    id: String,
+    message: Composed,
+    idempotency: Option<Idempotency>,
+) -> Result<String, Refusal> {
+    match accept(shared, id, &client.name, Ingress::Http, message, idempotency).await {
         Ok((id, _new)) => Ok(id),
         Err(e) => {
             let refusal = match e {

@@ -231,6 +231,15 @@ pub fn accepted(recipients: usize, provider_message_id: Option<String>, reply: &
     SendReport::delivered(recipients, provider_message_id, reply.detail())
 }
 
+/// A template pass-through's request as stored (the app's JSON object, without credentials),
+/// or a `bad_request` report when it is not one.
+pub fn template_request(msg: &super::Outbound<'_>) -> Result<serde_json::Map<String, serde_json::Value>, SendReport> {
+    serde_json::from_slice(msg.body).map_err(|e| {
+        let detail = format!("the stored template request is not a JSON object: {e}");
+        SendReport::failed(OutcomeClass::BadRequest, msg.recipients.len(), detail)
+    })
+}
+
 /// A report for a refused request of class `class`.
 pub fn refused(class: OutcomeClass, recipients: usize, reply: &HttpReply) -> SendReport {
     let mut report = SendReport::failed(class, recipients, reply.detail());

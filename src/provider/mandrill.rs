@@ -45,6 +45,7 @@ pub struct MandrillProvider {
     name: String,
     key: String,
     send_url: String,
+    template_url: String,
     ping_url: String,
     http: HttpClient,
 }
@@ -56,6 +57,7 @@ impl MandrillProvider {
             name: name.to_string(),
             key: config.api_key.clone(),
             send_url: format!("{base}/messages/send-raw"),
+            template_url: format!("{base}/messages/send-template"),
             ping_url: format!("{base}/users/ping2"),
             http: HttpClient::new(config.timeout.0, config.max_connections, Secrets::new([config.api_key.as_str()]))?,
         })
@@ -310,6 +312,20 @@ impl Provider for MandrillProvider {
     }
 
     /// `users/ping2` with the key: proves the key works (not that the account may send).
+    /// `messages/send-template` with the app's call as it came, this provider's key added.
+    async fn send_template(&self, msg: &Outbound<'_>) -> SendReport {
+        let mut call = match super::http::template_request(msg) {
+            Ok(call) => call,
+            Err(report) => return report,
+        };
+        call.insert("key".into(), Value::String(self.key.clone()));
+        let request = self.http.client.post(&self.template_url).json(&call);
+        match self.http.send(request, msg.recipients.len()).await {
+            Ok(reply) => classify(&reply, msg.recipients),
+            Err(report) => report,
+        }
+    }
+
     async fn probe(&self) -> ProbeReport {
         let request = self.http.client.post(&self.ping_url).json(&serde_json::json!({ "key": self.key }));
         match self.http.probe(request).await {

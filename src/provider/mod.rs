@@ -42,6 +42,9 @@ pub struct Outbound<'a> {
     pub body: &'a [u8],
     pub tags: &'a [String],
     pub metadata: &'a BTreeMap<String, String>,
+    /// The body is not MIME but a provider-stored-template request in this provider's own
+    /// API shape (a compatible-API pass-through): sent with [`Provider::send_template`].
+    pub template: bool,
 }
 
 static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
@@ -49,7 +52,7 @@ static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
 impl<'a> Outbound<'a> {
     /// A message without tags or metadata.
     pub fn new(id: &'a str, mail_from: &'a str, recipients: &'a [String], body: &'a [u8]) -> Outbound<'a> {
-        Outbound { id, mail_from, recipients, body, tags: &[], metadata: &NO_METADATA }
+        Outbound { id, mail_from, recipients, body, tags: &[], metadata: &NO_METADATA, template: false }
     }
 }
 
@@ -63,6 +66,13 @@ pub trait Provider: Send + Sync {
     /// Sends one batch (at most [`Provider::max_recipients`] recipients) and classifies the
     /// answer. Never panics or errors: every failure is a [`SendReport`].
     async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport;
+    /// Sends a provider-template request passed through from the compatible API of this
+    /// provider's type (`msg.body` is that request as the app sent it, without credentials),
+    /// in one request for all its recipients. Providers without stored templates refuse it.
+    async fn send_template(&self, msg: &Outbound<'_>) -> SendReport {
+        let detail = "this provider has no stored templates; the template request cannot be sent here";
+        SendReport::failed(OutcomeClass::BadRequest, msg.recipients.len(), detail)
+    }
     /// A synthetic half-open trial: exercises the send path with this message's envelope
     /// without delivering it (SMTP MAIL + RCPT + RSET, SendGrid sandbox mode, Mailgun test
     /// mode). `None`: the provider has none, and the trial is a real send bounded by
@@ -82,6 +92,9 @@ pub trait Provider: Send + Sync {
 /// and move on to the next provider, and the report carries the failure's class so health
 /// sees it.
 pub async fn send(provider: &dyn Provider, msg: &Outbound<'_>) -> SendReport {
+    if msg.template {
+        return whole_request(provider.send_template(msg).await);
+    }
     let size = provider.max_recipients().max(1);
     if msg.recipients.len() <= size {
         return provider.send_batch(msg).await;
@@ -97,6 +110,20 @@ pub async fn send(provider: &dyn Provider, msg: &Outbound<'_>) -> SendReport {
         }
     }
     SendReport::from_batches(reports, msg.recipients.len())
+}
+
+/// A template request goes out whole: once the provider took it for anyone, the recipients it
+/// did not report on (a Mandrill `bcc_address`, say) were sent too, and must not be retried —
+/// a retry would send the whole request again.
+fn whole_request(mut report: SendReport) -> SendReport {
+    if report.recipients.iter().any(|r| matches!(r, RecipientResult::Delivered { .. })) {
+        for r in &mut report.recipients {
+            if matches!(r, RecipientResult::NotDone) {
+                *r = RecipientResult::Delivered { provider_message_id: None };
+            }
+        }
+    }
+    report
 }
 
 /// The verdict of a probe that failed with a send-style `class`. Only `account` (the provider

@@ -274,6 +274,35 @@ impl Provider for PostmarkProvider {
         }
     }
 
+    /// `POST /email/withTemplate` with the app's email as it came; one request for all its
+    /// recipients.
+    async fn send_template(&self, msg: &Outbound<'_>) -> SendReport {
+        let n = msg.recipients.len();
+        let request = (self.http.client.post(format!("{}/email/withTemplate", self.base)))
+            .header("X-Postmark-Server-Token", &self.token)
+            .header("Accept", "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(msg.body.to_vec());
+        let reply = match self.http.send(request, n).await {
+            Ok(reply) => reply,
+            Err(report) => return report,
+        };
+        match classify(reply.status, reply.json().as_ref()) {
+            Answer::Accepted(id) => SendReport::delivered(n, id, reply.detail()),
+            Answer::Inactive(listed) => {
+                let detail = reply.detail();
+                let recipients = (msg.recipients.iter())
+                    .map(|r| match listed.is_empty() || listed.iter().any(|l| l.eq_ignore_ascii_case(r)) {
+                        true => RecipientResult::Rejected { detail: detail.clone() },
+                        false => RecipientResult::NotDone,
+                    })
+                    .collect();
+                SendReport { recipients, ..SendReport::failed(OutcomeClass::RecipientRejected, n, detail) }
+            }
+            Answer::Failed(class) => refused(class, n, &reply),
+        }
+    }
+
     /// `GET /server` with the server token: proves the token works and Postmark answers.
     async fn probe(&self) -> ProbeReport {
         let request = self

@@ -155,6 +155,18 @@ impl ResendProvider {
         body
     }
 
+    /// The report for an answer to `POST /emails` for `n` recipients (all or nothing).
+    fn report(&self, reply: &HttpReply, n: usize) -> SendReport {
+        let json = reply.json();
+        match classify(reply.status, json.as_ref()) {
+            OutcomeClass::Accepted => {
+                let id = json.as_ref().and_then(|j| j.get("id")).and_then(Value::as_str).map(str::to_string);
+                accepted(n, id, reply)
+            }
+            class => refused(class, n, reply),
+        }
+    }
+
     async fn post(&self, msg: &Outbound<'_>) -> Result<HttpReply, SendReport> {
         let request = self
             .http
@@ -184,14 +196,22 @@ impl Provider for ResendProvider {
             Ok(reply) => reply,
             Err(report) => return report,
         };
-        let json = reply.json();
-        match classify(reply.status, json.as_ref()) {
-            OutcomeClass::Accepted => {
-                let id = json.as_ref().and_then(|j| j.get("id")).and_then(Value::as_str).map(str::to_string);
-                accepted(n, id, &reply)
-            }
-            class => refused(class, n, &reply),
-        }
+        self.report(&reply, n)
+    }
+
+    /// `POST /emails` with the app's `template` email as it came.
+    async fn send_template(&self, msg: &Outbound<'_>) -> SendReport {
+        let n = msg.recipients.len();
+        let request = (self.http.client.post(format!("{}/emails", self.base)))
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", idempotency_key(msg.id, msg.recipients))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(msg.body.to_vec());
+        let reply = match self.http.send(request, n).await {
+            Ok(reply) => reply,
+            Err(report) => return report,
+        };
+        self.report(&reply, n)
     }
 
     /// `GET /domains`: the key works and at least one domain is verified.

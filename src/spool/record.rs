@@ -96,6 +96,10 @@ pub struct MessageRecord {
     /// Key/value labels from the app, handed to providers that carry them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Set for a provider-stored-template request taken by a compatible API: the body is that
+    /// API's own JSON request, and only this provider (of the same type) may send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough: Option<String>,
     pub created_ms: u64,
     /// When the next delivery pass is due (ms since the Unix epoch).
     pub next_attempt_ms: u64,

@@ -1,5 +1,5 @@
 //! Mailchimp Transactional (Mandrill)'s API, served by Baton: `messages/send`,
-//! `messages/send-raw` and `users/ping2` under `/api/1.0`, `/api/1.3` and `/api/1.4`, each with
+//! `messages/send-raw`, `messages/send-template` and `users/ping2` under `/api/1.0`, `/api/1.3` and `/api/1.4`, each with
 //! and without `.json`, with the client's Baton API key as the body's `key`. An app using the
 //! SDK changes only its host (`client.api_client.host` in the Python SDK).
 //!
@@ -13,10 +13,12 @@
 //! `{"status":"error","code","name","message"}` (`Invalid_Key`, `ValidationError`). Merge vars
 //! (`merge_vars`, `global_merge_vars`, `merge_language` mailchimp or handlebars) are rendered
 //! before spooling (`merge.rs`); recipients with vars of their own get a message each.
-//! Refused: `send_at` (Baton sends at once).
+//! `send-template` uses a template stored at Mandrill: the call is passed through to
+//! the route's `mandrill` provider as it came (see `submit::TemplateRequest`). Refused:
+//! `send_at` (Baton sends at once).
 
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
-use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use super::super::submit::{self, BodyBudget, Refusal, TemplateRequest, read_body};
 use super::{AuthFailure, merge};
 use crate::app::Shared;
 use crate::runtime::Client;
@@ -40,6 +42,7 @@ pub fn routes() -> Router<Arc<Shared>> {
             router = router
                 .route(&at("messages/send"), post(send))
                 .route(&at("messages/send-raw"), post(send_raw))
+                .route(&at("messages/send-template"), post(send_template))
                 .route(&at("users/ping2"), post(ping2));
         }
     }
@@ -199,6 +202,18 @@ struct SendRawCall {
     send_at: Option<Value>,
 }
 
+/// `messages/send-template`: only what Baton checks; the call goes to Mandrill as it came.
+#[derive(Debug, Deserialize)]
+struct SendTemplateCall {
+    #[serde(default)]
+    key: Option<String>,
+    template_name: String,
+    #[serde(default)]
+    message: Message,
+    #[serde(default)]
+    send_at: Option<Value>,
+}
+
 #[derive(Debug, Deserialize)]
 struct KeyOnly {
     #[serde(default)]
@@ -234,6 +249,12 @@ impl From<Refusal> for MandrillError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: -1,
                 name: "GeneralError",
+                message: r.message(),
+            },
+            Refusal::NoTemplateProvider(_) => MandrillError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: 5,
+                name: "Unknown_Template",
                 message: r.message(),
             },
             _ => MandrillError::validation(r.message()),
@@ -287,16 +308,22 @@ fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, Mandrill
     let mut attachments = parts(m.attachments, false);
     attachments.extend(parts(m.images, true));
     let extra_bcc: Vec<AddressInput> = m.bcc_address.clone().into_iter().map(AddressInput::Plain).collect();
+    // Mandrill has no reply-to field: apps (and django-anymail) set it as a header.
+    let mut headers = m.headers.unwrap_or_default();
+    let reply_to = match headers.keys().find(|k| k.eq_ignore_ascii_case("reply-to")).cloned() {
+        Some(name) => headers.remove(&name).map(AddressInput::Plain),
+        None => None,
+    };
     let base = SendRequest {
         from,
         to: Vec::new(),
         cc: Vec::new(),
         bcc: extra_bcc,
-        reply_to: None,
+        reply_to,
         subject: m.subject,
         text: m.text,
         html: m.html,
-        headers: m.headers.unwrap_or_default(),
+        headers,
         attachments,
         tags: m.tags.clone().unwrap_or_default(),
         metadata,
@@ -416,6 +443,54 @@ async fn send_raw(
     };
     let id = submit::submit(&shared, &client, request, None).await?;
     Ok(Json(queued(&to, &id)).into_response())
+}
+
+/// `messages/send-template`: the template is stored at Mandrill, so the call is spooled as it
+/// came (without the key) and sent by the first `mandrill` provider of the client's route,
+/// with no failover; one Baton id for all its recipients.
+async fn send_template(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, MandrillError> {
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let mut raw: serde_json::Map<String, Value> =
+        super::parse(&shared, &body.bytes).map_err(MandrillError::validation)?;
+    let call: SendTemplateCall =
+        super::parse_value(&shared, &Value::Object(raw.clone())).map_err(MandrillError::validation)?;
+    let client = authenticate(&shared, call.key.as_deref())?;
+    if call.send_at.is_some() {
+        return Err(MandrillError::validation("send_at: Baton sends at once; scheduling is not supported"));
+    }
+    if call.template_name.trim().is_empty() {
+        return Err(MandrillError::validation("template_name: required"));
+    }
+    raw.remove("key");
+    let m = call.message;
+    let from_email = m.from_email.ok_or_else(|| {
+        MandrillError::validation("from_email: Baton needs the sender in the call to check it (the template's default sender is not known to Baton)")
+    })?;
+    let mut recipients: Vec<AddressInput> = m.to.iter().map(|r| AddressInput::Plain(r.email.clone())).collect();
+    recipients.extend(m.bcc_address.clone().map(AddressInput::Plain));
+    let metadata = (m.metadata.unwrap_or_default().into_iter())
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
+    let request = TemplateRequest {
+        api: "mandrill",
+        from: AddressInput::Plain(from_email),
+        recipients,
+        stream: None,
+        tags: m.tags.unwrap_or_default(),
+        metadata,
+        body: serde_json::to_vec(&raw).map_err(|_| MandrillError::from(Refusal::Internal))?,
+    };
+    let id = submit::submit(&shared, &client, request, None).await?;
+    let emails: Vec<String> = m.to.into_iter().map(|r| r.email).collect();
+    Ok(super::passed_through(Json(queued(&emails, &id)).into_response()))
 }
 
 async fn ping2(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Result<Response, MandrillError> {

@@ -11,12 +11,60 @@ pub mod postmark;
 pub mod resend;
 pub mod sendgrid;
 
-/// The APIs Baton can serve (`server.compatible_apis`; all by default).
-pub const APIS: [&str; 4] = ["mandrill", "sendgrid", "postmark", "resend"];
+pub use crate::config::COMPATIBLE_APIS as APIS;
 
 use crate::app::Shared;
 use crate::runtime::Client;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::Next;
 use std::sync::Arc;
+
+/// Marks the answer to a request that was passed through as a provider-stored template
+/// (a response extension, read by the counting layer of [`routes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TemplatePassthrough;
+
+/// The routes of compatible API `api` (one of [`APIS`]), every send request counted in
+/// `baton_compat_requests_total{api, outcome}`: `accepted` (spooled to be composed and sent
+/// through the route), `template_passthrough` (a provider-stored template, spooled for the
+/// route's provider of this type), `refused` (any error answer). Reads — `users/ping2`,
+/// `GET /emails/{id}` — are not sends and are not counted.
+pub fn routes(api: &'static str, shared: &Shared) -> Router<Arc<Shared>> {
+    let router = match api {
+        "mandrill" => mandrill::routes(),
+        "sendgrid" => sendgrid::routes(),
+        "postmark" => postmark::routes(),
+        "resend" => resend::routes(),
+        other => unreachable!("compatible_apis is validated: {other}"),
+    };
+    let counter = shared.metrics.compat_requests.clone();
+    router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+        let counter = counter.clone();
+        async move {
+            let send = request.method() == Method::POST && !request.uri().path().contains("/users/ping");
+            let response = next.run(request).await;
+            if send {
+                let outcome = if !response.status().is_success() {
+                    "refused"
+                } else if response.extensions().get::<TemplatePassthrough>().is_some() {
+                    "template_passthrough"
+                } else {
+                    "accepted"
+                };
+                counter.with_label_values(&[api, outcome]).inc();
+            }
+            response
+        }
+    }))
+}
+
+/// Marks `response` as the answer to a template pass-through.
+pub fn passed_through(mut response: axum::response::Response) -> axum::response::Response {
+    response.extensions_mut().insert(TemplatePassthrough);
+    response
+}
 
 /// Why a compatible API could not tell who is calling; each API answers in its own shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

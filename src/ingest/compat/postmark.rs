@@ -1,4 +1,5 @@
-//! Postmark's API, served by Baton: `POST /email` and `POST /email/batch`, with the client's
+//! Postmark's API, served by Baton: `POST /email`, `/email/batch`, `/email/withTemplate` and
+//! `/email/batchWithTemplates`, with the client's
 //! Baton API key in `X-Postmark-Server-Token`. An app using Postmark's SDK changes only its API
 //! root (`PostmarkClient(root_api_url=…)` in postmarker).
 //!
@@ -9,10 +10,13 @@
 //! (Baton's stream, which routes can match). Tracking flags are accepted and ignored (Baton
 //! does not rewrite mail). Answers: `{To, SubmittedAt, MessageID, ErrorCode: 0, Message: "OK"}`;
 //! errors `{ErrorCode, Message}` with Postmark's codes (10 bad token, 300 invalid request,
-//! 400 sender not allowed), so the SDK raises its own `ClientError` with that code.
+//! 400 sender not allowed, 1101 no `postmark` provider for a template), so the SDK raises its
+//! own `ClientError` with that code. An email with `TemplateId` / `TemplateAlias` uses a
+//! template stored at Postmark: it is passed through as it came to the route's `postmark`
+//! provider (`submit::TemplateRequest`).
 
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
-use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use super::super::submit::{self, BodyBudget, Refusal, TemplateRequest, read_body};
 use super::AuthFailure;
 use crate::app::Shared;
 use crate::runtime::Client;
@@ -23,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -32,7 +36,13 @@ use std::sync::Arc;
 const MAX_BATCH: usize = 500;
 
 pub fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/email", post(send)).route("/email/batch", post(batch))
+    Router::new()
+        .route("/email", post(send))
+        .route("/email/batch", post(batch))
+        .route("/email/withTemplate", post(send_with_template))
+        .route("/email/withTemplate/", post(send_with_template))
+        .route("/email/batchWithTemplates", post(batch_with_templates))
+        .route("/email/batchWithTemplates/", post(batch_with_templates))
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +127,8 @@ impl From<Refusal> for PostmarkError {
             // Postmark's "Sender signature not found".
             Refusal::SenderNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, 400),
             Refusal::IdempotencyConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, 300),
+            // Postmark's "Template not found".
+            Refusal::NoTemplateProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, 1101),
             // Nothing was spooled: a retry by the SDK cannot make a duplicate. 100 is
             // Postmark's "maintenance".
             Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
@@ -225,19 +237,92 @@ async fn batch(
     if items.len() > MAX_BATCH {
         return Err(PostmarkError::invalid(format!("a batch holds at most {MAX_BATCH} messages")));
     }
+    Ok(Json(each(&shared, &client, &items, Kind::Email).await).into_response())
+}
+
+/// What the items of a request are: emails Baton composes, or emails with a template stored
+/// at Postmark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Email,
+    Template,
+}
+
+/// Each item spooled on its own and answered in place (Postmark's batch shape: a refused item
+/// has its `ErrorCode`, the others are sent).
+async fn each(shared: &Shared, client: &Client, items: &[Value], kind: Kind) -> Vec<Value> {
     let mut answers = Vec::with_capacity(items.len());
-    for item in &items {
-        answers.push(match one(&shared, &client, item).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                let mut answer = Map::new();
-                answer.insert("ErrorCode".into(), json!(e.code));
-                answer.insert("Message".into(), json!(e.message));
-                Value::Object(answer)
-            }
-        });
+    for item in items {
+        let answer = match kind {
+            Kind::Email => one(shared, client, item).await,
+            Kind::Template => one_template(shared, client, item).await,
+        };
+        answers.push(answer.unwrap_or_else(|e| json!({"ErrorCode": e.code, "Message": e.message})));
     }
-    Ok(Json(answers).into_response())
+    answers
+}
+
+/// One email with `TemplateId` or `TemplateAlias`: the template is stored at Postmark, so the
+/// email is spooled as it came and sent by the route's `postmark` provider (no failover).
+async fn one_template(shared: &Shared, client: &Client, item: &Value) -> Result<Value, PostmarkError> {
+    let email: Email = super::parse_value(shared, item).map_err(PostmarkError::invalid)?;
+    let named = |field: &str| item.get(field).is_some_and(|v| !v.is_null());
+    if !named("TemplateId") && !named("TemplateAlias") {
+        shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
+        return Err(PostmarkError::invalid("TemplateId or TemplateAlias: one of them is required"));
+    }
+    let to = email.to.clone().unwrap_or_default();
+    let mut recipients = addresses("To", email.to.as_deref())?;
+    recipients.extend(addresses("Cc", email.cc.as_deref())?);
+    recipients.extend(addresses("Bcc", email.bcc.as_deref())?);
+    let request = TemplateRequest {
+        api: "postmark",
+        from: AddressInput::Plain(email.from),
+        recipients,
+        stream: email.message_stream,
+        tags: email.tag.into_iter().collect(),
+        metadata: email.metadata.unwrap_or_default(),
+        body: item.to_string().into_bytes(),
+    };
+    let id = submit::submit(shared, client, request, None).await?;
+    Ok(accepted(&to, &id))
+}
+
+/// `POST /email/withTemplate`: one email with a Postmark-stored template.
+async fn send_with_template(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PostmarkError> {
+    let client = authenticate(&shared, &headers)?;
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let item: Value = super::parse(&shared, &body.bytes).map_err(PostmarkError::invalid)?;
+    let answer = one_template(&shared, &client, &item).await?;
+    Ok(super::passed_through(Json(answer).into_response()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TemplateBatch {
+    messages: Vec<Value>,
+}
+
+/// `POST /email/batchWithTemplates`: `{"Messages": [...]}`, each answered in place.
+async fn batch_with_templates(
+    State(shared): State<Arc<Shared>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PostmarkError> {
+    let client = authenticate(&shared, &headers)?;
+    let body = read_body(&shared, &budget, &headers, body).await?;
+    let batch: TemplateBatch = super::parse(&shared, &body.bytes).map_err(PostmarkError::invalid)?;
+    if batch.messages.len() > MAX_BATCH {
+        return Err(PostmarkError::invalid(format!("a batch holds at most {MAX_BATCH} messages")));
+    }
+    let answers = each(&shared, &client, &batch.messages, Kind::Template).await;
+    Ok(super::passed_through(Json(answers).into_response()))
 }
 
 #[cfg(test)]

@@ -6,13 +6,15 @@
 //! `to` / `cc` / `bcc` (a string or a list) the recipients, `reply_to` one address, `subject`,
 //! `text`, `html`, `headers`, `attachments` (`content` base64, `filename`, `content_type`,
 //! `content_id` for inline images) and `tags` (kept as metadata: name → value). `Idempotency-Key` is
-//! Baton's idempotency. What Baton cannot do elsewhere is refused with Resend's
-//! `validation_error`: `scheduled_at` (no scheduling) and `template` (provider-stored).
+//! Baton's idempotency. A `template` names a template stored at Resend: the
+//! email is passed through as it came to the route's `resend` provider
+//! (`submit::TemplateRequest`). `scheduled_at` is refused with Resend's `validation_error`
+//! (Baton sends at once).
 //! Answers and errors have Resend's shapes, so the SDK returns its own results and raises its
 //! own typed errors.
 
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
-use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use super::super::submit::{self, BodyBudget, Refusal, Submission, TemplateRequest, read_body};
 use super::AuthFailure;
 use crate::app::Shared;
 use crate::runtime::Client;
@@ -144,9 +146,10 @@ impl IntoResponse for ResendError {
 impl From<Refusal> for ResendError {
     fn from(r: Refusal) -> ResendError {
         let (status, name) = match &r {
-            Refusal::Invalid(_) | Refusal::HeaderInjection(_) | Refusal::TooLarge(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
-            }
+            Refusal::Invalid(_)
+            | Refusal::HeaderInjection(_)
+            | Refusal::TooLarge(_)
+            | Refusal::NoTemplateProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             Refusal::SenderNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_from_address"),
             Refusal::IdempotencyConflict(_) => (StatusCode::CONFLICT, "invalid_idempotent_request"),
             // Nothing was spooled: a retry by the SDK cannot make a duplicate.
@@ -174,14 +177,36 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, Res
     })
 }
 
-/// Turns a Resend email into Baton's request; refuses what only Resend itself could do.
-fn translate(email: Email) -> Result<SendRequest, ResendError> {
+/// Turns a Resend email (`raw`: as it came) into Baton's request: a message to compose, or,
+/// with a `template` stored at Resend, the email passed through as it came; refuses what only
+/// Resend itself could do.
+fn translate(email: Email, raw: &[u8]) -> Result<Submission, ResendError> {
     if email.scheduled_at.is_some() {
         return Err(ResendError::validation("scheduled_at: Baton sends at once; scheduling is not supported"));
     }
     if email.template.is_some() {
-        return Err(ResendError::validation("template: Resend-stored templates are not supported by Baton"));
+        return Ok(template(email, raw).into());
     }
+    compose(email).map(Submission::from)
+}
+
+fn template(email: Email, raw: &[u8]) -> TemplateRequest {
+    let addresses = |list: Option<OneOrMany>| list.map(OneOrMany::into_vec).unwrap_or_default();
+    let mut recipients = email.to.into_vec();
+    recipients.extend(addresses(email.cc));
+    recipients.extend(addresses(email.bcc));
+    TemplateRequest {
+        api: "resend",
+        from: AddressInput::Plain(email.from),
+        recipients: recipients.into_iter().map(AddressInput::Plain).collect(),
+        stream: None,
+        tags: Vec::new(),
+        metadata: email.tags.into_iter().map(|t| (t.name, t.value)).collect(),
+        body: raw.to_vec(),
+    }
+}
+
+fn compose(email: Email) -> Result<SendRequest, ResendError> {
     let addresses = |list: Option<OneOrMany>| -> Vec<AddressInput> {
         list.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(AddressInput::Plain).collect()
     };
@@ -238,10 +263,12 @@ async fn send(
     let client = authenticate(&shared, &headers)?;
     let body = read_body(&shared, &budget, &headers, body).await?;
     let email: Email = parse(&shared, &body.bytes)?;
-    let request = translate(email).map_err(|e| counted(&shared, e))?;
+    let request = translate(email, &body.bytes).map_err(|e| counted(&shared, e))?;
+    let template = matches!(request, Submission::Template(_));
     let idempotency = submit::idempotency(&shared, &headers, &body.bytes)?;
     let id = submit::submit(&shared, &client, request, idempotency).await?;
-    Ok(Json(json!({ "id": id })).into_response())
+    let response = Json(json!({ "id": id })).into_response();
+    Ok(if template { super::passed_through(response) } else { response })
 }
 
 /// `POST /emails/batch`: one spooled message per item, in order. When an item is refused after
@@ -263,8 +290,11 @@ async fn batch(
     for (i, item) in items.iter().enumerate() {
         let email: Email =
             super::parse_value(&shared, item).map_err(|m| ResendError::validation(format!("[{i}].{m}")))?;
-        requests.push((item.to_string(), translate(email).map_err(|e| counted(&shared, e))?));
+        let canonical = item.to_string();
+        let request = translate(email, canonical.as_bytes()).map_err(|e| counted(&shared, e))?;
+        requests.push((canonical, request));
     }
+    let template = requests.iter().any(|(_, r)| matches!(r, Submission::Template(_)));
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut data = Vec::new();
     let mut errors = Vec::new();
@@ -284,7 +314,8 @@ async fn batch(
     if !errors.is_empty() {
         answer["errors"] = Value::Array(errors);
     }
-    Ok(Json(answer).into_response())
+    let response = Json(answer).into_response();
+    Ok(if template { super::passed_through(response) } else { response })
 }
 
 /// `GET /emails/{id}`: the client's own message in Resend's shape (`last_event` from Baton's
@@ -341,7 +372,7 @@ mod tests {
             "attachments": [{"filename": "a.txt", "content": [104, 101, 108, 108, 111]}, {"content": "UE5H", "content_id": "logo", "content_type": "image/png"}],
         }))
         .unwrap();
-        let r = translate(email).ok().unwrap();
+        let r = compose(email).ok().unwrap();
         assert_eq!(r.from, "Acme <app@example.com>");
         assert_eq!((r.to.len(), r.cc.len(), r.bcc.len()), (1, 1, 1));
         assert!(matches!(r.reply_to, Some(AddressInput::Plain(ref s)) if s == "support@example.com"));
@@ -352,12 +383,16 @@ mod tests {
     }
 
     #[test]
-    fn what_only_resend_can_do_is_refused() {
-        for extra in [json!({"scheduled_at": "in 1 hour"}), json!({"template": {"id": "t"}})] {
-            let mut v = json!({"from": "app@example.com", "to": "a@example.net", "text": "x"});
-            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            let e = translate(serde_json::from_value(v).unwrap()).err().unwrap();
-            assert_eq!((e.status, e.name), (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"));
-        }
+    fn scheduling_is_refused_and_a_template_is_passed_through_as_it_came() {
+        let v = json!({"from": "app@example.com", "to": "a@example.net", "text": "x", "scheduled_at": "in 1 hour"});
+        let e = translate(serde_json::from_value(v).unwrap(), b"{}").err().unwrap();
+        assert_eq!((e.status, e.name), (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"));
+        let v = json!({"from": "app@example.com", "to": ["a@example.net"], "bcc": "b@example.net",
+                       "template": {"id": "welcome", "variables": {"name": "Ann"}}});
+        let raw = v.to_string();
+        let Ok(Submission::Template(t)) = translate(serde_json::from_value(v).unwrap(), raw.as_bytes()) else {
+            panic!("a template request")
+        };
+        assert_eq!((t.api, t.recipients.len(), t.body.as_slice()), ("resend", 2, raw.as_bytes()));
     }
 }

@@ -10,11 +10,13 @@
 //! tags and metadata). Answer: `202` with an empty body and `X-Message-Id` (the first message's Baton id;
 //! `GET /v1/messages/{id}` works with it). `substitutions` (per
 //! personalization) and `sections` are rendered into subject and content before spooling
-//! (`merge.rs`). Refused with SendGrid's `{"errors":[{message, field, help}]}`: `template_id`
-//! and `dynamic_template_data` (SendGrid-stored templates), `send_at`.
+//! (`merge.rs`). A `template_id` (with `dynamic_template_data`) names a template stored at
+//! SendGrid: the request is passed through as it came to the route's `sendgrid` provider
+//! (`submit::TemplateRequest`). Refused with SendGrid's `{"errors":[{message, field, help}]}`:
+//! `send_at`.
 
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
-use super::super::submit::{self, BodyBudget, Refusal, read_body};
+use super::super::submit::{self, BodyBudget, Refusal, Submission, TemplateRequest, read_body};
 use super::{AuthFailure, merge};
 use crate::app::Shared;
 use crate::runtime::Client;
@@ -127,6 +129,22 @@ impl SendgridError {
     }
 }
 
+impl SendgridError {
+    /// Names the field as SendGrid does for personalization `i`: Baton's `to[0]` is
+    /// `personalizations.{i}.to.0.email` (so for `cc` and `bcc`).
+    fn in_personalization(mut self, i: usize) -> SendgridError {
+        self.field = self.field.map(|field| {
+            for list in ["to", "cc", "bcc"] {
+                if let Some(n) = field.strip_prefix(list).and_then(|r| r.strip_prefix('[')?.strip_suffix(']')) {
+                    return format!("personalizations.{i}.{list}.{n}.email");
+                }
+            }
+            field
+        });
+        self
+    }
+}
+
 impl IntoResponse for SendgridError {
     fn into_response(self) -> Response {
         let body = json!({"errors": [{"message": self.message, "field": self.field, "help": null}]});
@@ -141,12 +159,14 @@ impl From<Refusal> for SendgridError {
         let field = match &r {
             Refusal::Invalid(m) | Refusal::HeaderInjection(m) => m.split_once(": ").map(|(f, _)| f.to_string()),
             Refusal::SenderNotAllowed(_) => Some("from".into()),
+            Refusal::NoTemplateProvider(_) => Some("template_id".into()),
             _ => None,
         };
         let status = match &r {
-            Refusal::Invalid(_) | Refusal::HeaderInjection(_) | Refusal::IdempotencyConflict(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::Invalid(_)
+            | Refusal::HeaderInjection(_)
+            | Refusal::IdempotencyConflict(_)
+            | Refusal::NoTemplateProvider(_) => StatusCode::BAD_REQUEST,
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             // SendGrid's answer for a sender it will not send for.
             Refusal::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -171,30 +191,51 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, Sen
     })
 }
 
-/// What Baton cannot do yet, named by its field.
+/// What Baton cannot do, named by its field.
 fn refuse_unsupported(mail: &Mail) -> Result<(), SendgridError> {
-    if mail.template_id.is_some() {
-        return Err(SendgridError::bad(Some("template_id"), "SendGrid-stored templates are not supported by Baton"));
-    }
     if mail.send_at.is_some() {
         return Err(SendgridError::bad(Some("send_at"), "Baton sends at once; scheduling is not supported"));
     }
     for (i, p) in mail.personalizations.iter().enumerate() {
-        let unsupported =
-            [("dynamic_template_data", p.dynamic_template_data.is_some()), ("send_at", p.send_at.is_some())];
-        if let Some((name, _)) = unsupported.iter().find(|(_, given)| *given) {
-            let field = format!("personalizations.{i}.{name}");
-            return Err(SendgridError::bad(Some(&field), format!("{name} is not supported by Baton yet")));
+        if p.send_at.is_some() {
+            let field = format!("personalizations.{i}.send_at");
+            return Err(SendgridError::bad(Some(&field), "Baton sends at once; scheduling is not supported"));
+        }
+        if p.dynamic_template_data.is_some() && mail.template_id.is_none() {
+            let field = format!("personalizations.{i}.dynamic_template_data");
+            return Err(SendgridError::bad(Some(&field), "dynamic_template_data needs a template_id"));
         }
     }
     Ok(())
 }
 
-/// One Baton request per personalization.
-fn translate(mail: Mail) -> Result<Vec<SendRequest>, SendgridError> {
+/// A request with a `template_id` (stored at SendGrid): passed through as it came, one
+/// message for all personalizations' recipients.
+fn template(mail: Mail, body: &[u8]) -> TemplateRequest {
+    let mut recipients = Vec::new();
+    for p in mail.personalizations {
+        let all = p.to.into_iter().chain(p.cc.unwrap_or_default()).chain(p.bcc.unwrap_or_default());
+        recipients.extend(all.map(|m| AddressInput::Plain(m.email)));
+    }
+    TemplateRequest {
+        api: "sendgrid",
+        from: AddressInput::Plain(mail.from.email),
+        recipients,
+        stream: None,
+        tags: mail.categories,
+        metadata: mail.custom_args,
+        body: body.to_vec(),
+    }
+}
+
+/// One Baton request per personalization, or the template pass-through of the whole request.
+fn translate(mail: Mail, body: &[u8]) -> Result<Vec<Submission>, SendgridError> {
     refuse_unsupported(&mail)?;
     if mail.personalizations.is_empty() {
         return Err(SendgridError::bad(Some("personalizations"), "at least one personalization is required"));
+    }
+    if mail.template_id.is_some() {
+        return Ok(vec![template(mail, body).into()]);
     }
     let from = match &mail.from.name {
         Some(name) => format!("{name} <{}>", mail.from.email),
@@ -247,6 +288,7 @@ fn translate(mail: Mail) -> Result<Vec<SendRequest>, SendgridError> {
                 stream: None,
                 raw_base64: None,
             }
+            .into()
         })
         .collect())
 }
@@ -263,11 +305,12 @@ async fn send(
         let field = m.split_once(": ").map(|(f, _)| f.to_string()).filter(|f| !f.contains(' '));
         SendgridError { status: StatusCode::BAD_REQUEST, message: m, field }
     })?;
-    let requests = translate(mail).inspect_err(|_| {
+    let requests = translate(mail, &body.bytes).inspect_err(|_| {
         shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
     })?;
+    let template = matches!(requests.first(), Some(Submission::Template(_)));
     let mut first = None;
-    for request in requests {
+    for (i, request) in requests.into_iter().enumerate() {
         match submit::submit(&shared, &client, request, None).await {
             Ok(id) => {
                 first.get_or_insert(id);
@@ -277,19 +320,30 @@ async fn send(
             Err(refusal) if first.is_some() => {
                 tracing::warn!(client = %client.name, reason = refusal.reason(), "a personalization of a SendGrid request was refused; the others were accepted");
             }
-            Err(refusal) => return Err(refusal.into()),
+            Err(refusal) if template => return Err(refusal.into()),
+            Err(refusal) => return Err(SendgridError::from(refusal).in_personalization(i)),
         }
     }
     let mut response = StatusCode::ACCEPTED.into_response();
     if let Some(id) = first.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("x-message-id", id);
     }
-    Ok(response)
+    Ok(if template { super::passed_through(response) } else { response })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn composed(mail: Mail) -> Vec<SendRequest> {
+        let all = translate(mail, b"{}").ok().unwrap();
+        all.into_iter()
+            .map(|s| match s {
+                Submission::Compose(r) => r,
+                Submission::Template(_) => panic!("not a template request"),
+            })
+            .collect()
+    }
 
     #[test]
     fn each_personalization_is_one_message() {
@@ -304,7 +358,7 @@ mod tests {
             "categories": ["reset"], "custom_args": {"user": "7"}, "tracking_settings": {"click_tracking": {"enable": false}},
         }))
         .unwrap();
-        let r = translate(mail).ok().unwrap();
+        let r = composed(mail);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].from, "Acme <app@example.com>");
         assert_eq!(r[0].subject.as_deref(), Some("For Alice"));
@@ -328,7 +382,7 @@ mod tests {
             "content": [{"type": "text/plain", "value": "Hi -name-. -sig-"}],
         }))
         .unwrap();
-        let r = translate(mail).ok().unwrap();
+        let r = composed(mail);
         assert_eq!(r[0].subject.as_deref(), Some("Hello Ann"));
         assert_eq!(r[0].text.as_deref(), Some("Hi Ann. Regards"));
         assert_eq!(r[1].subject.as_deref(), Some("Yo Bo"));
@@ -336,11 +390,15 @@ mod tests {
     }
 
     #[test]
-    fn dynamic_template_data_is_refused_by_field() {
-        let mut t =
-            json!({"personalizations": [{"to": [{"email": "a@example.net"}]}], "from": {"email": "app@example.com"}});
-        t["personalizations"][0]["dynamic_template_data"] = json!({"name": "Alice"});
-        let e = translate(serde_json::from_value(t).unwrap()).err().unwrap();
+    fn a_template_id_is_passed_through_whole_and_template_data_alone_is_refused() {
+        let mut t = json!({"personalizations": [{"to": [{"email": "a@example.net"}], "bcc": [{"email": "b@example.net"}],
+                           "dynamic_template_data": {"name": "Alice"}}], "from": {"email": "app@example.com"}});
+        let e = translate(serde_json::from_value(t.clone()).unwrap(), b"{}").err().unwrap();
         assert_eq!(e.field.as_deref(), Some("personalizations.0.dynamic_template_data"));
+        t["template_id"] = json!("d-123");
+        let body = t.to_string();
+        let all = translate(serde_json::from_value(t).unwrap(), body.as_bytes()).ok().unwrap();
+        let [Submission::Template(r)] = all.as_slice() else { panic!("one template request") };
+        assert_eq!((r.api, r.recipients.len(), r.body.as_slice()), ("sendgrid", 2, body.as_bytes()));
     }
 }

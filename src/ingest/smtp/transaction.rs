@@ -306,6 +306,7 @@ impl Session {
             stream: None,
             tags: Vec::new(),
             metadata: Default::default(),
+            passthrough: None,
         };
         match accept(&self.shared, id, &tx.client.name, Ingress::Smtp, composed, None).await {
             Ok((id, _)) => {
