@@ -1,7 +1,7 @@
 //! The admin listener: liveness, readiness, metrics, and `/admin/*` (behind `admin_token`).
 
-use crate::app::Shared;
 use crate::health::ProbeVerdict;
+use crate::shared::Shared;
 use crate::spool::Condition;
 use crate::spool::record::now_ms;
 use axum::Json;

@@ -7,56 +7,17 @@ use crate::health::{self, Health};
 use crate::http_listener::{self, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::spool::record::{MessageRecord, now_ms};
-use crate::spool::{Spool, idempotency_entry};
+use crate::shared::{Retention, Shared, save_health};
+use crate::spool::Spool;
+use crate::spool::record::now_ms;
 use crate::{admin, ingest};
 use arc_swap::ArcSwap;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// State shared by the listeners and the dispatcher.
-pub struct Shared {
-    pub runtime: ArcSwap<Runtime>,
-    pub spool: Arc<Spool>,
-    pub queue: Queue,
-    pub metrics: Arc<Metrics>,
-    pub health: Health,
-    /// The config file, re-read on reload.
-    pub config_path: std::path::PathBuf,
-    /// Hash of the config text now live (see [`crate::config::text_hash`]).
-    pub config_hash: Mutex<String>,
-    /// Reloads run one at a time.
-    pub reload_lock: tokio::sync::Mutex<()>,
-    stop: CancellationToken,
-    /// Finished messages in completion order: (completed ms, id, idempotency entry).
-    retention: Mutex<VecDeque<(u64, String, Option<String>)>>,
-}
-
-impl Shared {
-    pub fn is_shutting_down(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
-    /// Writes a provider's saved health to the spool now (drain, resume, shutdown); other
-    /// changes reach the spool through [`save_health_changes`].
-    pub async fn save_health(&self, provider: &str) {
-        if let Err(e) = self.spool.save_provider_health(provider, self.health.saved(provider)).await {
-            tracing::error!(provider, error = %e, "cannot save provider health; it will not survive a restart");
-        }
-    }
-
-    /// Remembers a finished message so the sweeper removes it after `spool.keep_completed`.
-    pub fn retain_completed(&self, record: &MessageRecord) {
-        let idem = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
-        let at = record.completed_ms.unwrap_or_else(now_ms);
-        self.retention.lock().unwrap_or_else(|e| e.into_inner()).push_back((at, record.id.clone(), idem));
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -155,18 +116,21 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     for (provider, saved) in &recovered.provider_health {
         health.restore(provider, saved);
     }
+    let health = Arc::new(health);
+    let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+    let retention = Arc::new(Retention::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem))));
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
-        runtime: ArcSwap::from_pointee(runtime),
-        spool,
+        runtime: runtime.clone(),
+        spool: spool.clone(),
         queue,
-        health,
+        health: health.clone(),
         metrics,
+        retention: retention.clone(),
         config_path: std::path::PathBuf::from(&loaded.source),
         config_hash: Mutex::new(loaded.hash.clone()),
         reload_lock: tokio::sync::Mutex::new(()),
         stop: stop.clone(),
-        retention: Mutex::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem)).collect()),
     });
 
     let server = &config.server;
@@ -225,10 +189,10 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         }
     }
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
-    let sweeper = tokio::spawn(sweep_completed(shared.clone(), keep_completed, stop.clone()));
-    let prober = tokio::spawn(health::probe::run(shared.clone(), stop.clone()));
-    let health_saver = tokio::spawn(save_health_changes(shared.clone(), health_changes));
-    let spool_watch = tokio::spawn(stop_when_spool_fails(shared.clone(), stop.clone()));
+    let sweeper = tokio::spawn(sweep_completed(spool.clone(), retention, keep_completed, stop.clone()));
+    let prober = tokio::spawn(health::probe::run(runtime, health.clone(), stop.clone()));
+    let health_saver = tokio::spawn(save_health_changes(spool.clone(), health, health_changes));
+    let spool_watch = tokio::spawn(stop_when_spool_fails(spool, stop.clone()));
     let watcher = if config.server.watch_config {
         match crate::reload::watch(shared.clone(), stop.clone()) {
             Ok(task) => Some(task),
@@ -291,28 +255,32 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
 /// nothing can be accepted or recorded again: stop instead of staying up "ready but broken".
 /// `main` sees [`crate::spool::Condition::Failed`] and exits non-zero; a supervisor restarts
 /// Baton, which re-opens and verifies the spool.
-async fn stop_when_spool_fails(shared: Arc<Shared>, stop: CancellationToken) {
-    let reason = shared.spool.failed().await;
+async fn stop_when_spool_fails(spool: Arc<Spool>, stop: CancellationToken) {
+    let reason = spool.failed().await;
     tracing::error!(reason, "the spool cannot be written any more; shutting down");
     stop.cancel();
 }
 
 /// Writes each provider's saved health to the spool when it changes (health sends the name).
 /// Bursts of changes to one provider are written once: the state written is the latest.
-async fn save_health_changes(shared: Arc<Shared>, mut changes: tokio::sync::mpsc::UnboundedReceiver<String>) {
+async fn save_health_changes(
+    spool: Arc<Spool>,
+    health: Arc<Health>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     while let Some(first) = changes.recv().await {
         let mut names = std::collections::BTreeSet::from([first]);
         while let Ok(more) = changes.try_recv() {
             names.insert(more);
         }
         for provider in names {
-            shared.save_health(&provider).await;
+            save_health(&spool, &health, &provider).await;
         }
     }
 }
 
 /// Removes finished messages from the spool once `keep_completed` has passed.
-async fn sweep_completed(shared: Arc<Shared>, keep: Duration, stop: CancellationToken) {
+async fn sweep_completed(spool: Arc<Spool>, retention: Arc<Retention>, keep: Duration, stop: CancellationToken) {
     let period = keep.min(Duration::from_secs(60)).max(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -320,18 +288,10 @@ async fn sweep_completed(shared: Arc<Shared>, keep: Duration, stop: Cancellation
             _ = stop.cancelled() => return,
         }
         let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
-        let expired: Vec<(String, Option<String>)> = {
-            let mut list = shared.retention.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = Vec::new();
-            while list.front().is_some_and(|(at, _, _)| *at <= cutoff) && out.len() < 10_000 {
-                let (_, id, idem) = list.pop_front().expect("front exists");
-                out.push((id, idem));
-            }
-            out
-        };
+        let expired = retention.take_expired(cutoff, 10_000);
         if !expired.is_empty() {
             let n = expired.len();
-            match shared.spool.remove(expired).await {
+            match spool.remove(expired).await {
                 Ok(()) => tracing::debug!(removed = n, "finished messages removed from the spool"),
                 Err(e) => tracing::warn!(error = %e, "cannot remove finished messages"),
             }

@@ -15,5 +15,6 @@ pub mod outcome;
 pub mod provider;
 pub mod reload;
 pub mod runtime;
+pub mod shared;
 pub mod spool;
 pub mod tls;

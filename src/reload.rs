@@ -5,9 +5,9 @@
 //! ones are simply no longer in any route, so queued messages follow the new routes on their
 //! next pass. Messages in flight finish on the runtime snapshot they started with.
 
-use crate::app::Shared;
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::runtime::Runtime;
+use crate::shared::Shared;
 use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 use std::collections::BTreeMap;

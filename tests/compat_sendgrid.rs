@@ -53,6 +53,8 @@ send({"personalizations": [{"to": [{"email": "carol@example.net"}], "substitutio
 send({"personalizations": [{"to": [{"email": "x@example.net"}]}], "from": {"email": "ceo@example.org"}, "subject": "s",
       "content": [{"type": "text/plain", "value": "t"}]})
 send({"personalizations": [{"to": [{"email": "x@example.net"}]}], "from": {"email": "app@example.com"}, "template_id": "d-123"})
+send({"personalizations": [{"to": [{"email": "erin@example.net"}]}, {"to": [{"email": "not an address"}]}],
+      "from": {"email": "app@example.com"}, "subject": "all or nothing", "content": [{"type": "text/plain", "value": "x"}]})
 "#,
     )
     .await;
@@ -84,6 +86,11 @@ send({"personalizations": [{"to": [{"email": "x@example.net"}]}], "from": {"emai
         out[3]
     );
     assert_eq!(out[3]["body"]["errors"][0]["field"], "template_id");
+    assert_eq!(out[4]["status"], 400, "{:?}", out[4]);
+    assert_eq!(out[4]["body"]["errors"][0]["field"], "personalizations.1.to.0.email", "{:?}", out[4]);
+    let metrics = baton.metrics().await;
+    let received = Baton::metric(&metrics, "baton_messages_received_total", &[("ingress", "http"), ("client", "app")]);
+    assert_eq!(received, 3.0, "a refused request spools nothing, not even its valid personalization: {metrics}");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 mod pass;
 pub mod queue;
 
-use crate::app::Shared;
+use crate::shared::Shared;
 use crate::spool::record::now_ms;
 use std::sync::Arc;
 use std::time::Duration;

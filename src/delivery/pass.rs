@@ -1,11 +1,11 @@
 //! One delivery pass over a message: try the route's providers in order for the recipients
 //! still pending, moving on at once when a provider fails; then persist and decide what next.
 
-use crate::app::Shared;
 use crate::health::{Admission, Trial, sender_domain};
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport};
 use crate::provider::{Outbound, Provider};
 use crate::runtime::{Route, Runtime};
+use crate::shared::Shared;
 use crate::spool::record::{Attempt, MessageRecord, MessageStatus, RecipientStatus, now_ms};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,10 @@ const MIN_WAIT: Duration = Duration::from_millis(50);
 
 /// The providers that may send `record`, in the route's order: the route's, or for a
 /// provider-template pass-through only the provider it was passed to (no failover: no other
-/// account holds that template).
-fn providers_for<'a>(route: &'a Route, record: &'a MessageRecord) -> Vec<&'a String> {
+/// account holds that template; none if a reload removed it).
+fn providers_for<'a>(runtime: &'a Runtime, route: &'a Route, record: &MessageRecord) -> Vec<&'a String> {
     match &record.passthrough {
-        Some(provider) => vec![provider],
+        Some(provider) => runtime.providers.get_key_value(provider).map(|(name, _)| name).into_iter().collect(),
         None => route.providers.iter().collect(),
     }
 }
@@ -93,11 +93,18 @@ pub async fn deliver(shared: &Shared, id: &str) {
         return shared.queue.schedule(id, now_ms() + 60_000, record.created_ms);
     };
 
+    if let Some(provider) = record.passthrough.as_deref().filter(|p| !runtime.providers.contains_key(*p)) {
+        tracing::warn!(
+            message_id = id,
+            provider,
+            "the provider this template request was passed to is no longer configured; the message waits for it until spool.max_age"
+        );
+    }
     // Every provider is out of rotation: come back when the first may be usable, without
     // reading the body, touching the disk or using up a retry slot.
     let domain = sender_domain(&record.mail_from);
     let expired = now_ms().saturating_sub(record.created_ms) >= max_age_ms;
-    if !expired && let Some(back) = unavailable_for(shared, &providers_for(route, &record), &domain) {
+    if !expired && let Some(back) = unavailable_for(shared, &providers_for(&runtime, route, &record), &domain) {
         let schedule = &config.retry.schedule;
         let slot = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
         let wait = back.map_or(slot, |b| b.clamp(MIN_WAIT, slot.max(MIN_WAIT)));
@@ -145,7 +152,7 @@ pub async fn deliver(shared: &Shared, id: &str) {
     let mut delay = schedule[(record.failed_passes as usize).min(schedule.len() - 1)].0;
     // When the failures have taken every provider out of rotation, their cooldowns say when
     // trying again makes sense; the retry schedule is the upper bound.
-    if let Some(Some(back)) = unavailable_for(shared, &providers_for(route, &record), &domain) {
+    if let Some(Some(back)) = unavailable_for(shared, &providers_for(&runtime, route, &record), &domain) {
         delay = delay.min(back.max(MIN_WAIT));
     }
     record.next_attempt_ms = now + delay.as_millis() as u64;
@@ -241,11 +248,11 @@ async fn run_pass(
     let mut all_bad_request = true;
     let mut last_provider = None;
     let passthrough = record.passthrough.is_some();
-    let mut order: Vec<String> = providers_for(route, record).into_iter().cloned().collect();
+    let mut order = providers_for(runtime, route, record);
     if route.warm_standby > 0.0 && order.len() > 1 && shared.health.standby_turn(&route.name, route.warm_standby) {
         order.swap(0, 1);
     }
-    for (position, name) in order.iter().enumerate() {
+    for (position, &name) in order.iter().enumerate() {
         let pending: Vec<usize> = record.pending().map(|(i, _)| i).collect();
         if pending.is_empty() {
             break;

@@ -2,9 +2,10 @@
 //! sends. The loop looks at the live config on every tick, so providers added or removed by a
 //! reload are picked up without restarting anything.
 
-use crate::app::Shared;
-use crate::health::ProbeReport;
+use crate::health::{Health, ProbeReport};
 use crate::outcome::OutcomeClass;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -14,19 +15,19 @@ const TICK: Duration = Duration::from_millis(50);
 /// Upper bound for one probe, whatever the provider's own timeout.
 const MAX_PROBE: Duration = Duration::from_secs(60);
 
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn run(runtime: Arc<ArcSwap<Runtime>>, health: Arc<Health>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = stop.cancelled() => return,
         }
-        let runtime = shared.runtime.load_full();
-        for (name, provider) in &runtime.providers {
-            if !shared.health.probe_due(name) {
+        let live = runtime.load_full();
+        for (name, provider) in &live.providers {
+            if !health.probe_due(name) {
                 continue;
             }
             let provider = provider.clone();
-            let shared = shared.clone();
+            let health = health.clone();
             let name = name.clone();
             tokio::spawn(async move {
                 let report = match tokio::time::timeout(MAX_PROBE, provider.probe()).await {
@@ -36,7 +37,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 if report.verdict != crate::health::ProbeVerdict::Usable {
                     tracing::debug!(provider = %name, detail = %report.detail, "probe failed");
                 }
-                shared.health.record_probe(&name, &report);
+                health.record_probe(&name, &report);
             });
         }
     }

@@ -2,8 +2,8 @@
 
 use super::compose::SendRequest;
 use super::submit::{self, BodyBudget, Refusal, count, read_body};
-use crate::app::Shared;
 use crate::runtime::Client;
+use crate::shared::Shared;
 use crate::spool::record::{MessageRecord, MessageStatus};
 use axum::Json;
 use axum::Router;

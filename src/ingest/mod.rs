@@ -9,7 +9,7 @@ pub mod http;
 pub mod smtp;
 pub mod submit;
 
-use crate::app::Shared;
+use crate::shared::Shared;
 use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, RecipientStatus, now_ms};
 use crate::spool::{Inserted, SpoolError};
 use compose::Composed;

@@ -7,8 +7,8 @@
 
 use super::compose::{AddressInput, ComposeError, Composed, SendRequest, compose, envelope_address};
 use super::{Idempotency, IngestError, accept, new_message_id};
-use crate::app::Shared;
 use crate::runtime::Client;
+use crate::shared::Shared;
 use crate::spool::record::Ingress;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
@@ -190,15 +190,10 @@ impl From<TemplateRequest> for Submission {
     }
 }
 
-/// Checks and spools a [`TemplateRequest`] for `client`, pinned to the first provider of its
-/// type in the client's route; its id. The same checks as a composed message: the sender is
-/// one the client may use, the recipients are addresses, the size is within the limit.
-async fn submit_template(
-    shared: &Shared,
-    client: &Client,
-    request: TemplateRequest,
-    idempotency: Option<Idempotency>,
-) -> Result<String, Refusal> {
+/// Checks a [`TemplateRequest`] for `client` and pins it to the first provider of its type in
+/// the client's route. The same checks as a composed message: the sender is one the client
+/// may use, the recipients are addresses, the size is within the limit.
+fn prepare_template(shared: &Shared, client: &Client, request: TemplateRequest) -> Result<Prepared, Refusal> {
     let runtime = shared.runtime.load_full();
     let server = &runtime.config.server;
     let invalid = |e: ComposeError| match e {
@@ -251,7 +246,13 @@ async fn submit_template(
         metadata: request.metadata,
         passthrough: Some(provider),
     };
-    spool(shared, client, new_message_id(), message, idempotency).await
+    Ok(Prepared { id: new_message_id(), message })
+}
+
+/// A submission that passed every check, ready for the spool.
+pub struct Prepared {
+    id: String,
+    message: Composed,
 }
 
 /// Checks and spools one submission for `client`. Returns its id (the earlier message's id
@@ -262,19 +263,22 @@ pub async fn submit(
     request: impl Into<Submission>,
     idempotency: Option<Idempotency>,
 ) -> Result<String, Refusal> {
+    let prepared = prepare(shared, client, request).await?;
+    spool(shared, client, prepared, idempotency).await
+}
+
+/// Every check of [`submit`] without spooling: an API whose request holds several messages
+/// (SendGrid's personalizations) prepares them all first, so that a refused one leaves none
+/// spooled, as the provider would.
+pub async fn prepare(shared: &Shared, client: &Client, request: impl Into<Submission>) -> Result<Prepared, Refusal> {
     match request.into() {
-        Submission::Compose(request) => submit_composed(shared, client, request, idempotency).await,
-        Submission::Template(request) => submit_template(shared, client, request, idempotency).await,
+        Submission::Compose(request) => prepare_composed(shared, client, request).await,
+        Submission::Template(request) => prepare_template(shared, client, request),
     }
 }
 
-/// Composes, checks and spools one message for `client`.
-async fn submit_composed(
-    shared: &Shared,
-    client: &Client,
-    request: SendRequest,
-    idempotency: Option<Idempotency>,
-) -> Result<String, Refusal> {
+/// Composes and checks one message for `client`.
+async fn prepare_composed(shared: &Shared, client: &Client, request: SendRequest) -> Result<Prepared, Refusal> {
     let runtime = shared.runtime.load_full();
     let server = &runtime.config.server;
     let id = new_message_id();
@@ -306,17 +310,17 @@ async fn submit_composed(
         let m = format!("client {:?} may not name {address} in From: or Sender: (see header_senders)", client.name);
         return Err(count(shared, Refusal::SenderNotAllowed(m)));
     }
-    spool(shared, client, id, composed, idempotency).await
+    Ok(Prepared { id, message: composed })
 }
 
-/// Spools a checked message: its id, or the refusal counted.
-async fn spool(
+/// Spools a prepared message: its id, or the refusal counted.
+pub async fn spool(
     shared: &Shared,
     client: &Client,
-    id: String,
-    message: Composed,
+    prepared: Prepared,
     idempotency: Option<Idempotency>,
 ) -> Result<String, Refusal> {
+    let Prepared { id, message } = prepared;
     match accept(shared, id, &client.name, Ingress::Http, message, idempotency).await {
         Ok((id, _new)) => Ok(id),
         Err(e) => {

@@ -90,7 +90,7 @@ impl Baton {
         }
     }
 
-    pub fn shared(&self) -> &baton::app::Shared {
+    pub fn shared(&self) -> &baton::shared::Shared {
         &self.running.as_ref().expect("running").shared
     }
 

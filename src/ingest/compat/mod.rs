@@ -13,8 +13,8 @@ pub mod sendgrid;
 
 pub use crate::config::COMPATIBLE_APIS as APIS;
 
-use crate::app::Shared;
 use crate::runtime::Client;
+use crate::shared::Shared;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::Method;

@@ -18,8 +18,8 @@
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
 use super::super::submit::{self, BodyBudget, Refusal, TemplateRequest, read_body};
 use super::AuthFailure;
-use crate::app::Shared;
 use crate::runtime::Client;
+use crate::shared::Shared;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -16,8 +16,8 @@
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
 use super::super::submit::{self, BodyBudget, Refusal, Submission, TemplateRequest, read_body};
 use super::AuthFailure;
-use crate::app::Shared;
 use crate::runtime::Client;
+use crate::shared::Shared;
 use crate::spool::record::{MessageRecord, MessageStatus};
 use axum::Json;
 use axum::body::Body;

@@ -18,8 +18,8 @@
 use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
 use super::super::submit::{self, BodyBudget, Refusal, Submission, TemplateRequest, read_body};
 use super::{AuthFailure, merge};
-use crate::app::Shared;
 use crate::runtime::Client;
+use crate::shared::Shared;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -309,19 +309,27 @@ async fn send(
         shared.metrics.ingest_rejections.with_label_values(&["http", "invalid"]).inc();
     })?;
     let template = matches!(requests.first(), Some(Submission::Template(_)));
-    let mut first = None;
+    // SendGrid takes a request whole or not at all: every personalization is checked before
+    // any is spooled.
+    let mut prepared = Vec::with_capacity(requests.len());
     for (i, request) in requests.into_iter().enumerate() {
-        match submit::submit(&shared, &client, request, None).await {
+        prepared.push(submit::prepare(&shared, &client, request).await.map_err(|refusal| match template {
+            true => SendgridError::from(refusal),
+            false => SendgridError::from(refusal).in_personalization(i),
+        })?);
+    }
+    let mut first = None;
+    for message in prepared {
+        match submit::spool(&shared, &client, message, None).await {
             Ok(id) => {
                 first.get_or_insert(id);
             }
-            // Later personalizations after earlier ones were spooled: answering an error would
-            // make the SDK's caller resend those. Accept and log what was refused.
+            // The spool failed after earlier personalizations were spooled (it is full or
+            // stopping): answering an error would make the SDK resend those. Accept, and log.
             Err(refusal) if first.is_some() => {
-                tracing::warn!(client = %client.name, reason = refusal.reason(), "a personalization of a SendGrid request was refused; the others were accepted");
+                tracing::warn!(client = %client.name, reason = refusal.reason(), "a personalization of a SendGrid request could not be spooled; the others were accepted");
             }
-            Err(refusal) if template => return Err(refusal.into()),
-            Err(refusal) => return Err(SendgridError::from(refusal).in_personalization(i)),
+            Err(refusal) => return Err(refusal.into()),
         }
     }
     let mut response = StatusCode::ACCEPTED.into_response();

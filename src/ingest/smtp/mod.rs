@@ -41,7 +41,7 @@ mod session;
 mod submission;
 mod transaction;
 
-use crate::app::Shared;
+use crate::shared::Shared;
 pub use guard::AuthGuard;
 use limits::{ConnectionLimits, Refusal};
 use std::sync::Arc;
