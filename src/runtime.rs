@@ -52,6 +52,8 @@ pub struct Runtime {
     clients: HashMap<String, Arc<Client>>,
     /// SMTP username → (password, client).
     smtp_logins: HashMap<String, (String, Arc<Client>)>,
+    /// AWS access key id → (secret, client), for SigV4-signed requests.
+    aws_keys: HashMap<String, (String, Arc<Client>)>,
     /// Networks whose SMTP connections need no AUTH, in config order.
     networks: Vec<(ipnet::IpNet, Arc<Client>)>,
     /// STARTTLS / smtps certificate, when `[server.tls]` is set.
@@ -72,6 +74,7 @@ impl Runtime {
         let mut clients_by_key = HashMap::new();
         let mut clients = HashMap::new();
         let mut smtp_logins = HashMap::new();
+        let mut aws_keys = HashMap::new();
         let mut networks = Vec::new();
         for c in &config.clients {
             let client = Arc::new(Client {
@@ -85,6 +88,9 @@ impl Runtime {
             }
             for user in &c.smtp_users {
                 smtp_logins.insert(user.username.clone(), (user.password.clone(), client.clone()));
+            }
+            for cred in &c.aws_credentials {
+                aws_keys.insert(cred.access_key_id.clone(), (cred.secret_access_key.clone(), client.clone()));
             }
             for net in &c.allowed_networks {
                 let parsed = net
@@ -130,12 +136,17 @@ impl Runtime {
             }
             None => None,
         };
-        Ok(Runtime { config, clients_by_key, clients, smtp_logins, networks, tls, providers, routes })
+        Ok(Runtime { config, clients_by_key, clients, smtp_logins, aws_keys, networks, tls, providers, routes })
     }
 
     /// The client an API key belongs to.
     pub fn client_by_key(&self, key: &str) -> Option<&Arc<Client>> {
         self.clients_by_key.get(key)
+    }
+
+    /// The secret and client of an AWS access key id (the signature is checked by the caller).
+    pub fn client_by_aws_key(&self, access_key_id: &str) -> Option<(&str, &Arc<Client>)> {
+        self.aws_keys.get(access_key_id).map(|(secret, client)| (secret.as_str(), client))
     }
 
     /// The client an SMTP login belongs to, if the password matches (compared in constant time).

@@ -103,7 +103,7 @@ fn default_http_request_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(60))
 }
 /// The provider-compatible APIs Baton can serve (`server.compatible_apis`; all by default).
-pub const COMPATIBLE_APIS: [&str; 4] = ["mandrill", "sendgrid", "postmark", "resend"];
+pub const COMPATIBLE_APIS: [&str; 6] = ["mandrill", "sendgrid", "postmark", "resend", "ses", "mailgun"];
 
 fn default_compatible_apis() -> Vec<String> {
     COMPATIBLE_APIS.iter().map(|s| s.to_string()).collect()
@@ -343,6 +343,18 @@ pub struct ClientConfig {
     /// mail has a sender, and a null-sender message from it is refused with `550 5.7.1`.
     #[serde(default)]
     pub allow_null_sender: bool,
+    /// AWS-style credentials for the SES-compatible API: SigV4-signed requests made with one
+    /// of these are this client's.
+    #[serde(default)]
+    pub aws_credentials: Vec<AwsCredential>,
+}
+
+/// An access key id and secret an AWS SDK signs its requests with (SigV4).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredential {
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

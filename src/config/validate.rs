@@ -352,6 +352,7 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
     let mut names = HashSet::new();
     let mut keys: HashMap<&str, &str> = HashMap::new();
     let mut smtp_users: HashMap<&str, &str> = HashMap::new();
+    let mut aws_keys: HashMap<&str, &str> = HashMap::new();
     for (i, client) in c.clients.iter().enumerate() {
         let path = clients.index(i);
         if !valid_name(&client.name) {
@@ -381,6 +382,18 @@ fn validate_clients(c: &Config, p: &mut Problems<'_>) {
             }
             if user.password.len() < 8 {
                 p.error(&upath.key("password"), "SMTP passwords must be at least 8 characters long");
+            }
+        }
+        for (a, cred) in client.aws_credentials.iter().enumerate() {
+            let apath = path.key("aws_credentials").index(a);
+            let id = &cred.access_key_id;
+            if !(16..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                p.error(&apath.key("access_key_id"), "must be 16 to 128 letters and digits, as AWS key ids are");
+            } else if let Some(other) = aws_keys.insert(id.as_str(), client.name.as_str()) {
+                p.error(&apath.key("access_key_id"), format!("{id:?} is also used by client {other:?}"));
+            }
+            if cred.secret_access_key.len() < 16 {
+                p.error(&apath.key("secret_access_key"), "must be at least 16 characters long");
             }
         }
         for (n, net) in client.allowed_networks.iter().enumerate() {

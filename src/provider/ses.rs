@@ -27,7 +27,7 @@ use sesv2::config::timeout::TimeoutConfig;
 use sesv2::config::{BehaviorVersion, Credentials, Region};
 use sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use sesv2::primitives::Blob;
-use sesv2::types::{Destination, EmailContent, MessageTag, RawMessage};
+use sesv2::types::{Destination, EmailContent, MessageTag, RawMessage, Template};
 use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -251,26 +251,92 @@ impl SesProvider {
             .await
     }
 
+    /// The report for one `SendEmail` to `n` recipients.
+    fn report(&self, n: usize, outcome: Result<Option<String>, Failure>) -> SendReport {
+        match outcome {
+            Ok(Some(id)) => SendReport::delivered(n, Some(id.clone()), format!("accepted: MessageId {id}")),
+            Ok(None) => SendReport::delivered(n, None, "accepted (no MessageId in the answer)"),
+            Err(f) => SendReport {
+                retry_after: f.retry_after,
+                possible_duplicate: f.possible_duplicate,
+                ..SendReport::failed(f.class, n, self.scrub(f.detail))
+            },
+        }
+    }
+
     fn scrub(&self, text: String) -> String {
         self.secrets.scrub(&text)
     }
 
     /// One `SendEmail` for the message's recipients: the provider's message id, or the failure.
     async fn send_one(&self, msg: &Outbound<'_>) -> Result<Option<String>, Failure> {
-        let client = self.client().await;
-        let raw = RawMessage::builder().data(Blob::new(msg.body)).build().map_err(|e| Failure {
-            class: OutcomeClass::BadRequest,
-            detail: truncate_detail(&format!("cannot build the request: {e}")),
-            retry_after: None,
-            possible_duplicate: false,
-        })?;
-        let request = client
+        let raw = RawMessage::builder().data(Blob::new(msg.body)).build().map_err(unbuildable)?;
+        let destination = Destination::builder().set_to_addresses(Some(msg.recipients.to_vec())).build();
+        let request = self
+            .client()
+            .await
             .send_email()
             .from_email_address(msg.mail_from)
-            .destination(Destination::builder().set_to_addresses(Some(msg.recipients.to_vec())).build())
+            .destination(destination)
             .content(EmailContent::builder().raw(raw).build())
             .set_email_tags(email_tags(msg))
             .set_configuration_set_name(self.configuration_set.clone());
+        self.call(request).await
+    }
+
+    /// One `SendEmail` with the app's `Content.Template` request (passed through from the
+    /// SES-compatible API): its template, data, destination and reply-to as it gave them.
+    async fn send_template_one(&self, msg: &Outbound<'_>) -> Result<Option<String>, Failure> {
+        let call = super::http::template_request(msg).map_err(|r| Failure {
+            class: r.class,
+            detail: r.detail,
+            retry_after: None,
+            possible_duplicate: false,
+        })?;
+        let text =
+            |v: &serde_json::Value, key: &str| v.get(key).and_then(serde_json::Value::as_str).map(str::to_string);
+        let list = |v: Option<&serde_json::Value>, key: &str| -> Option<Vec<String>> {
+            let items = v?.get(key)?.as_array()?;
+            Some(items.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        };
+        let template = call.get("Content").and_then(|c| c.get("Template")).cloned().unwrap_or_default();
+        let content = EmailContent::builder()
+            .template(
+                Template::builder()
+                    .set_template_name(text(&template, "TemplateName"))
+                    .set_template_arn(text(&template, "TemplateArn"))
+                    .set_template_data(text(&template, "TemplateData"))
+                    .build(),
+            )
+            .build();
+        let destination = call.get("Destination");
+        let destination = Destination::builder()
+            .set_to_addresses(list(destination, "ToAddresses"))
+            .set_cc_addresses(list(destination, "CcAddresses"))
+            .set_bcc_addresses(list(destination, "BccAddresses"))
+            .build();
+        let reply_to = call
+            .get("ReplyToAddresses")
+            .and_then(|v| v.as_array())
+            .map(|items| items.iter().filter_map(|s| s.as_str().map(str::to_string)).collect::<Vec<_>>());
+        let request = self
+            .client()
+            .await
+            .send_email()
+            .set_from_email_address(text(&serde_json::Value::Object(call.clone()), "FromEmailAddress"))
+            .destination(destination)
+            .set_reply_to_addresses(reply_to)
+            .content(content)
+            .set_email_tags(email_tags(msg))
+            .set_configuration_set_name(self.configuration_set.clone());
+        self.call(request).await
+    }
+
+    /// Sends a built `SendEmail` within the timeout: the provider's message id, or the failure.
+    async fn call(
+        &self,
+        request: sesv2::operation::send_email::builders::SendEmailFluentBuilder,
+    ) -> Result<Option<String>, Failure> {
         let outcome = tokio::time::timeout(self.timeout + Duration::from_secs(1), request.send()).await;
         match outcome {
             Ok(Ok(out)) => Ok(out.message_id().map(str::to_string)),
@@ -286,6 +352,15 @@ impl SesProvider {
                 possible_duplicate: true,
             }),
         }
+    }
+}
+
+fn unbuildable(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        class: OutcomeClass::BadRequest,
+        detail: truncate_detail(&format!("cannot build the request: {e}")),
+        retry_after: None,
+        possible_duplicate: false,
     }
 }
 
@@ -317,19 +392,18 @@ impl Provider for SesProvider {
     /// One `SendEmail`, the raw message untouched; the envelope recipients go in
     /// `Destination.ToAddresses` (SES delivers to the destination, the headers stay as they are).
     async fn send_batch(&self, msg: &Outbound<'_>) -> SendReport {
-        let n = msg.recipients.len();
         let Ok(_slot) = self.slots.acquire().await else {
-            return SendReport::failed(OutcomeClass::Transient, n, "provider closed");
+            return SendReport::failed(OutcomeClass::Transient, msg.recipients.len(), "provider closed");
         };
-        match self.send_one(msg).await {
-            Ok(Some(id)) => SendReport::delivered(n, Some(id.clone()), format!("accepted: MessageId {id}")),
-            Ok(None) => SendReport::delivered(n, None, "accepted (no MessageId in the answer)"),
-            Err(f) => SendReport {
-                retry_after: f.retry_after,
-                possible_duplicate: f.possible_duplicate,
-                ..SendReport::failed(f.class, n, self.scrub(f.detail))
-            },
-        }
+        self.report(msg.recipients.len(), self.send_one(msg).await)
+    }
+
+    /// A `Content.Template` request from the SES-compatible API, sent as the app gave it.
+    async fn send_template(&self, msg: &Outbound<'_>) -> SendReport {
+        let Ok(_slot) = self.slots.acquire().await else {
+            return SendReport::failed(OutcomeClass::Transient, msg.recipients.len(), "provider closed");
+        };
+        self.report(msg.recipients.len(), self.send_template_one(msg).await)
     }
 
     /// `GetAccount`: sending enabled, not shut down, daily quota not used up. Probation and the

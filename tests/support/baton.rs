@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 pub const KEY: &str = "test-api-key-0123456789";
 pub const OTHER_KEY: &str = "other-api-key-0123456789";
+/// Client "app"'s AWS credential, for the SES-compatible API.
+pub const AWS_KEY_ID: &str = "AKIABATONTESTAPP0001";
+pub const AWS_SECRET: &str = "test-aws-secret-0123456789";
 /// Generous: the machines are small and noisy.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -19,6 +22,7 @@ pub const CLIENTS: &str = r#"
 name = "app"
 api_keys = ["test-api-key-0123456789"]
 allowed_senders = ["*@example.com"]
+aws_credentials = [{ access_key_id = "AKIABATONTESTAPP0001", secret_access_key = "test-aws-secret-0123456789" }]
 
 [[clients]]
 name = "other"

@@ -493,10 +493,13 @@ async fn send_template(
     Ok(super::passed_through(Json(queued(&emails, &id)).into_response()))
 }
 
-async fn ping2(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Result<Response, MandrillError> {
-    let call: KeyOnly = super::parse(&shared, &body).map_err(MandrillError::validation)?;
-    authenticate(&shared, call.key.as_deref())?;
-    Ok(Json(json!({"PING": "PONG!"})).into_response())
+async fn ping2(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let answer = async {
+        let call: KeyOnly = super::parse(&shared, &body).map_err(MandrillError::validation)?;
+        authenticate(&shared, call.key.as_deref())?;
+        Ok::<_, MandrillError>(Json(json!({"PING": "PONG!"})).into_response())
+    };
+    super::read(answer.await.unwrap_or_else(IntoResponse::into_response))
 }
 
 #[cfg(test)]

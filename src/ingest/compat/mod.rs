@@ -5,11 +5,14 @@
 //!
 //! [`SendRequest`]: super::compose::SendRequest
 
+pub mod mailgun;
 pub mod mandrill;
 pub mod merge;
 pub mod postmark;
 pub mod resend;
 pub mod sendgrid;
+pub mod ses;
+pub mod sigv4;
 
 pub use crate::config::COMPATIBLE_APIS as APIS;
 
@@ -29,23 +32,26 @@ pub struct TemplatePassthrough;
 /// The routes of compatible API `api` (one of [`APIS`]), every send request counted in
 /// `baton_compat_requests_total{api, outcome}`: `accepted` (spooled to be composed and sent
 /// through the route), `template_passthrough` (a provider-stored template, spooled for the
-/// route's provider of this type), `refused` (any error answer). Reads — `users/ping2`,
-/// `GET /emails/{id}` — are not sends and are not counted.
+/// route's provider of this type), `refused` (any error answer). Reads — `GET` requests and
+/// answers marked with [`read`] (Mandrill `users/ping2`, SES `GetSendQuota`) — are not sends and
+/// are not counted.
 pub fn routes(api: &'static str, shared: &Shared) -> Router<Arc<Shared>> {
     let router = match api {
         "mandrill" => mandrill::routes(),
         "sendgrid" => sendgrid::routes(),
         "postmark" => postmark::routes(),
         "resend" => resend::routes(),
+        "ses" => ses::routes(),
+        "mailgun" => mailgun::routes(),
         other => unreachable!("compatible_apis is validated: {other}"),
     };
     let counter = shared.metrics.compat_requests.clone();
     router.layer(axum::middleware::from_fn(move |request: Request, next: Next| {
         let counter = counter.clone();
         async move {
-            let send = request.method() == Method::POST && !request.uri().path().contains("/users/ping");
+            let post = request.method() == Method::POST;
             let response = next.run(request).await;
-            if send {
+            if post && response.extensions().get::<Read>().is_none() {
                 let outcome = if !response.status().is_success() {
                     "refused"
                 } else if response.extensions().get::<TemplatePassthrough>().is_some() {
@@ -58,6 +64,16 @@ pub fn routes(api: &'static str, shared: &Shared) -> Router<Arc<Shared>> {
             response
         }
     }))
+}
+
+/// Marks the answer to a POST that reads rather than sends (not counted as a send).
+#[derive(Debug, Clone, Copy)]
+pub struct Read;
+
+/// Marks `response` as the answer to a read (see [`Read`]), success or not.
+pub fn read(mut response: axum::response::Response) -> axum::response::Response {
+    response.extensions_mut().insert(Read);
+    response
 }
 
 /// Marks `response` as the answer to a template pass-through.
