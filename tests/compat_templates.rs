@@ -1,11 +1,11 @@
 //! Provider-stored templates through the compatible APIs, with each provider's official
 //! Python SDK: Mandrill `send-template`, SendGrid `template_id`, Postmark `withTemplate` and
-//! `batchWithTemplates`, Resend `template`. Baton cannot render them, so the request is spooled
-//! as it came and sent by the route's provider of the same type (here second in the route,
-//! after an SMTP provider the template must skip), with that provider's own key; the SDK gets
-//! its provider's answer shape, the message's status shows the provider, and
-//! `baton_compat_requests_total{outcome="template_passthrough"}` counts it. A route without a
-//! provider of the type answers the SDK's own error.
+//! `batchWithTemplates`, Resend `template`, SES v2 `Content.Template` (boto3). Baton cannot
+//! render them, so the request is spooled as it came and sent by the route's provider of the
+//! same type (here second in the route, after an SMTP provider the template must skip), with
+//! that provider's own key; the SDK gets its provider's answer shape, the message's status
+//! shows the provider, and `baton_compat_requests_total{outcome="template_passthrough"}`
+//! counts it. A route without a provider of the type answers the SDK's own error.
 
 mod support;
 
@@ -190,4 +190,34 @@ except HTTPError as e:
         assert_eq!(refused, 1.0, "{api}: {metrics}");
     }
     assert_eq!(primary.message_count() + backup.message_count(), 0);
+}
+
+#[tokio::test]
+async fn ses_v2_content_template_is_passed_to_the_ses_provider() {
+    let (mock, smtp) = (MockHttp::start().await, MockSmtp::start().await);
+    mock.reply("/v2/email/outbound-emails", Reply::json(200, json!({"MessageId": "ses-1"})));
+    let config = format!(
+        "[providers.api]\ntype = \"ses\"\nregion = \"eu-west-1\"\naccess_key_id = \"AKIAPROVIDERKEY00001\"\nsecret_access_key = \"{PROVIDER_KEY}\"\nendpoint = \"{}\"\ntimeout = \"2s\"\n{}\n[retry]\nschedule = [\"1h\"]\n\n[health]\nprobe_interval = \"1h\"\n\n[[routes]]\nname = \"default\"\nproviders = [\"smtp\", \"api\"]\n",
+        mock.url(),
+        smtp_provider("smtp", &smtp, ""),
+    );
+    let baton = Baton::start(&config).await;
+    let script = r#"import json, os, boto3
+v2 = boto3.client("sesv2", endpoint_url=os.environ["BASE"], region_name="eu-west-1",
+                  aws_access_key_id=os.environ["KEY_ID"], aws_secret_access_key=os.environ["SECRET"])
+r = v2.send_email(FromEmailAddress="app@example.com", Destination={"ToAddresses": ["alice@example.net"]},
+                  Content={"Template": {"TemplateName": "welcome", "TemplateData": "{\"name\": \"Alice\"}"}})
+print(json.dumps({"id": r["MessageId"]}))
+"#;
+    let env =
+        [("BASE", baton.base.as_str()), ("KEY_ID", support::baton::AWS_KEY_ID), ("SECRET", support::baton::AWS_SECRET)];
+    let out = run_python_json(script, &env).await;
+    let request = one_request(&mock, "/v2/email/outbound-emails").await;
+    let auth = request.header("authorization").unwrap_or_default().to_string();
+    assert!(auth.contains("Credential=AKIAPROVIDERKEY00001/"), "signed with the provider's own key: {auth}");
+    let sent = request.json();
+    assert_eq!(sent["Content"]["Template"]["TemplateName"], "welcome", "{sent}");
+    assert_eq!(sent["Content"]["Template"]["TemplateData"], "{\"name\": \"Alice\"}", "{sent}");
+    assert_eq!(sent["Destination"]["ToAddresses"], json!(["alice@example.net"]), "{sent}");
+    passed_through(&baton, &smtp, "ses", out[0]["id"].as_str().unwrap(), 1.0).await;
 }
