@@ -139,9 +139,10 @@ impl SesError {
 impl IntoResponse for SesError {
     fn into_response(self) -> Response {
         match self.protocol {
-            Protocol::RestJson => {
-                (self.status, [("x-amzn-ErrorType", self.code)], Json(json!({"message": self.message}))).into_response()
-            }
+            Protocol::RestJson => with_request_id(
+                (self.status, [("x-amzn-ErrorType", self.code)], Json(json!({"message": self.message})))
+                    .into_response(),
+            ),
             Protocol::Query => {
                 let body = format!(
                     "<ErrorResponse xmlns=\"{XMLNS}\"><Error><Type>Sender</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
@@ -166,6 +167,16 @@ fn xml_escape(text: &str) -> String {
 /// A request id for an answer (AWS SDKs log it).
 fn request_id() -> String {
     super::super::new_message_id()
+}
+
+/// A v2 answer with its `x-amzn-RequestId` header: boto3 puts it in `ResponseMetadata`, and
+/// django-ses reads it from there after a send (a missing one fails the app after the message
+/// was taken).
+fn with_request_id(mut response: Response) -> Response {
+    if let Ok(id) = axum::http::HeaderValue::from_str(&request_id()) {
+        response.headers_mut().insert("x-amzn-RequestId", id);
+    }
+    response
 }
 
 /// The client whose AWS credential signed the request.
@@ -436,7 +447,7 @@ async fn send_v2(
     })?;
     let template = matches!(request, Submission::Template(_));
     let id = submit::submit(&shared, &client, request, None).await.map_err(|r| SesError::from_refusal(p, r))?;
-    let response = Json(json!({ "MessageId": id })).into_response();
+    let response = with_request_id(Json(json!({ "MessageId": id })).into_response());
     Ok(if template { super::passed_through(response) } else { response })
 }
 
@@ -450,14 +461,16 @@ async fn account_v2(
     body: Body,
 ) -> Result<Response, SesError> {
     signed(&shared, &budget, Protocol::RestJson, &method, &uri, &headers, body).await?;
-    Ok(Json(json!({
-        "DedicatedIpAutoWarmupEnabled": false,
-        "EnforcementStatus": "HEALTHY",
-        "ProductionAccessEnabled": true,
-        "SendingEnabled": true,
-        "SendQuota": {"Max24HourSend": -1.0, "MaxSendRate": MAX_SEND_RATE, "SentLast24Hours": 0.0},
-    }))
-    .into_response())
+    Ok(with_request_id(
+        Json(json!({
+            "DedicatedIpAutoWarmupEnabled": false,
+            "EnforcementStatus": "HEALTHY",
+            "ProductionAccessEnabled": true,
+            "SendingEnabled": true,
+            "SendQuota": {"Max24HourSend": -1.0, "MaxSendRate": MAX_SEND_RATE, "SentLast24Hours": 0.0},
+        }))
+        .into_response(),
+    ))
 }
 
 /// What Baton reports as its sending rate to SDKs that throttle themselves by it (django-ses's
@@ -646,6 +659,7 @@ mod tests {
         assert_eq!(xml.status(), StatusCode::FORBIDDEN);
         let json = SesError::from_signature(Protocol::RestJson, SigV4Error::UnknownKey).into_response();
         assert_eq!(json.headers()["x-amzn-ErrorType"], "UnrecognizedClientException");
+        assert!(json.headers().contains_key("x-amzn-RequestId"));
         assert_eq!(xml_escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
     }
 }
