@@ -26,6 +26,17 @@ impl Client {
     pub fn may_name_in_header(&self, address: &str) -> bool {
         self.may_send_from(address) || self.header_senders.iter().any(|p| p.matches(address))
     }
+
+    /// Whether some address at `domain` is one this client may send from: the part after the
+    /// last `@` of an `allowed_senders` pattern matches it (the Mailgun API's `/v3/{domain}/`).
+    pub fn may_send_from_domain(&self, domain: &str) -> bool {
+        !domain.is_empty()
+            && !domain.contains('@')
+            && self.allowed_senders.iter().any(|p| {
+                let pattern = p.pattern();
+                pattern.rsplit_once('@').is_some_and(|(_, d)| WildMatch::new_case_insensitive(d).matches(domain))
+            })
+    }
 }
 
 pub struct Route {
@@ -175,5 +186,26 @@ impl Runtime {
             return self.routes.iter().find(|r| r.name == name);
         }
         self.routes.iter().find(|r| r.matches(client, sender, stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_domain_is_allowed_when_some_sender_pattern_covers_an_address_at_it() {
+        let client = Client {
+            name: "app".into(),
+            route: None,
+            allowed_senders: patterns(&["*@example.com".into(), "alerts@Example.net".into(), "*@*.example.org".into()]),
+            header_senders: patterns(&["*@example.info".into()]),
+        };
+        for allowed in ["example.com", "EXAMPLE.com", "example.net", "mail.example.org"] {
+            assert!(client.may_send_from_domain(allowed), "{allowed}");
+        }
+        for refused in ["example.org", "sub.example.com", "example.info", "", "a@example.com"] {
+            assert!(!client.may_send_from_domain(refused), "{refused}");
+        }
     }
 }
