@@ -190,7 +190,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     }
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
     let sweeper = tokio::spawn(sweep_completed(spool.clone(), retention, keep_completed, stop.clone()));
-    let prober = tokio::spawn(health::probe::run(runtime, health.clone(), stop.clone()));
+    let prober = tokio::spawn(health::probe::run(runtime.clone(), health.clone(), stop.clone()));
+    let canaries = tokio::spawn(health::canary::run(runtime, health.clone(), shared.metrics.clone(), stop.clone()));
     let health_saver = tokio::spawn(save_health_changes(spool.clone(), health, health_changes));
     let spool_watch = tokio::spawn(stop_when_spool_fails(spool, stop.clone()));
     let watcher = if config.server.watch_config {
@@ -233,6 +234,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         let _ = dispatcher.await;
         sweeper.abort();
         prober.abort();
+        canaries.abort();
         health_saver.abort();
         spool_watch.abort();
         // The last word on every provider's health, so a restart starts from it.

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub spool_commit_duration: Histogram,
     pub spool_commit_batch_size: Histogram,
     pub delivery_latency: HistogramVec,
+    pub canary_sent: IntCounterVec,
+    pub canary_received: IntCounterVec,
+    pub canary_lost: IntCounterVec,
+    pub canary_delivery: HistogramVec,
+    pub canary_last_received: IntGaugeVec,
     pub provider_state: IntGaugeVec,
     pub provider_state_changes: IntCounterVec,
     pub health_probes: IntCounterVec,
@@ -353,6 +358,37 @@ impl Metrics {
                 &["provider", "outcome"],
                 latency_buckets.clone(),
             ),
+            canary_sent: counter(
+                &registry,
+                "baton_canary_sent_total",
+                "End-to-end canaries a provider accepted",
+                &["provider"],
+            ),
+            canary_received: counter(
+                &registry,
+                "baton_canary_received_total",
+                "Canaries read back from the canary mailbox",
+                &["provider"],
+            ),
+            canary_lost: counter(
+                &registry,
+                "baton_canary_lost_total",
+                "Canaries not read back within canary.timeout",
+                &["provider"],
+            ),
+            canary_delivery: histogram(
+                &registry,
+                "baton_canary_delivery_seconds",
+                "Time from a canary's send to its reading in the mailbox",
+                &["provider"],
+                vec![1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+            ),
+            canary_last_received: gauge_vec(
+                &registry,
+                "baton_canary_last_received_timestamp_seconds",
+                "When a canary through this provider was last read back (Unix time)",
+                &["provider"],
+            ),
             delivery_latency: histogram(
                 &registry,
                 "baton_delivery_latency_seconds",
@@ -462,6 +498,15 @@ impl Metrics {
             }
         }
         *self.sender_domains.lock().unwrap_or_else(|e| e.into_inner()) = domains;
+        if config.canary.is_some() {
+            for (provider, _) in config.providers.iter().filter(|(_, p)| p.canary_enabled()) {
+                self.canary_sent.with_label_values(&[provider]);
+                self.canary_received.with_label_values(&[provider]);
+                self.canary_lost.with_label_values(&[provider]);
+                self.canary_delivery.with_label_values(&[provider]);
+                self.canary_last_received.with_label_values(&[provider]);
+            }
+        }
         for route in &config.routes {
             let list: Vec<&str> = route.providers.iter().map(String::as_str).collect();
             let mut pairs: Vec<(&str, &str)> = list.windows(2).map(|w| (w[0], w[1])).collect();

@@ -1,4 +1,5 @@
-//! Server-side TLS (STARTTLS and smtps): loading the certificate chain and key from PEM files.
+//! TLS settings: the server side (STARTTLS, smtps, HTTPS ingest) from PEM files, and the client
+//! side (SMTP relays, the canary mailbox) with the public web PKI roots plus an optional CA file.
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,4 +29,18 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, 
 /// A TLS acceptor for the configured certificate.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     load_server_config(cert, key).map(TlsAcceptor::from)
+}
+
+/// TLS client settings: the public web PKI roots, plus the certificates in `ca_file`.
+pub fn client_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, String> {
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(ca) = ca_file {
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))? {
+            let cert = cert.map_err(|e| format!("invalid certificate in {}: {e}", ca.display()))?;
+            roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", ca.display()))?;
+        }
+    }
+    let config = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

@@ -321,7 +321,13 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
     let primary = MockSmtp::start().await;
     primary.set_reply(Stage::Mail, Some("451 4.3.0 Temporary local problem".into()));
     let backup = MockSmtp::start().await;
-    let baton = Baton::start(&two_providers(&primary, "", &backup, "")).await;
+    // With [canary] set, the canary series exist from the start (nothing is sent within the hour;
+    // the mailbox is a closed port).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let canary = format!(
+        "\n[canary]\ninterval = \"1h\"\nfrom = \"canary@example.com\"\nto = \"canary@example.net\"\n\n[canary.imap]\nhost = \"127.0.0.1\"\nport = {closed}\ntls = \"none\"\nusername = \"canary\"\npassword = \"canary-password\"\n"
+    );
+    let baton = Baton::start(&(two_providers(&primary, "", &backup, "") + &canary)).await;
     // Traffic: a failover, a delivery, an ingest rejection.
     let id = baton.send(message(&["alice@example.net"], "observability")).await;
     assert_eq!(baton.wait_final(&id).await["status"], "delivered");

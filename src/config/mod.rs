@@ -34,6 +34,76 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// End-to-end canaries through each provider, read back from a mailbox (off without it).
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// `[canary]`: a small real message through each provider on a schedule, read back over IMAP;
+/// a provider whose canaries stop arriving is `silent` and out of rotation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// Per provider, with jitter.
+    #[serde(default = "default_canary_interval")]
+    pub interval: Dur,
+    /// Not read back by then: lost.
+    #[serde(default = "default_canary_timeout")]
+    pub timeout: Dur,
+    /// Consecutive lost canaries that make a provider `silent`.
+    #[serde(default = "default_lost_threshold")]
+    pub lost_threshold: u32,
+    /// An address every provider may send from.
+    pub from: String,
+    /// The read-back mailbox's address.
+    pub to: String,
+    /// Re-send through the route's next provider what a provider accepted since its last
+    /// confirmed canary, when it goes silent (not implemented yet: must be false).
+    #[serde(default)]
+    pub redeliver_unconfirmed: bool,
+    pub imap: ImapConfig,
+}
+
+/// `[canary.imap]`: the mailbox canaries are read back from (IMAP4rev1).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    #[serde(default = "default_imap_port")]
+    pub port: u16,
+    #[serde(default = "default_imap_tls")]
+    pub tls: TlsMode,
+    pub username: String,
+    pub password: String,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// Extra CA certificates (PEM) to trust for the IMAP server, besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_canary_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(300))
+}
+
+fn default_canary_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(600))
+}
+
+fn default_lost_threshold() -> u32 {
+    2
+}
+
+fn default_imap_port() -> u16 {
+    993
+}
+
+fn default_imap_tls() -> TlsMode {
+    TlsMode::Tls
+}
+
+fn default_mailbox() -> String {
+    "INBOX".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -458,6 +528,9 @@ macro_rules! http_provider_config {
             /// Run this provider's active probe (`false`: a trial send ends a suspension).
             #[serde(default = "default_true")]
             pub probe: bool,
+            /// Send end-to-end canaries through this provider (when `[canary]` is set).
+            #[serde(default = "default_true")]
+            pub canary: bool,
             #[serde(default)]
             pub health: HealthOverride,
         }
@@ -539,8 +612,25 @@ fn default_resend_url() -> String {
     "https://api.resend.com".into()
 }
 
+/// `$body` for whichever provider type `$value` is, its config bound to `$c` (every type has
+/// `health`, `probe` and `canary`).
+macro_rules! each_provider {
+    ($value:expr, $c:ident => $body:expr) => {
+        match $value {
+            ProviderConfig::Smtp($c) => $body,
+            ProviderConfig::File($c) => $body,
+            ProviderConfig::Mandrill($c) => $body,
+            ProviderConfig::Ses($c) => $body,
+            ProviderConfig::Sendgrid($c) => $body,
+            ProviderConfig::Mailgun($c) => $body,
+            ProviderConfig::Postmark($c) => $body,
+            ProviderConfig::Resend($c) => $body,
+        }
+    };
+}
+
 impl ProviderConfig {
-    /// Same connection settings (everything but `health` and `probe`): the provider's
+    /// Same connection settings (everything but `health`, `probe` and `canary`): the provider's
     /// connections and health state can be kept across a reload.
     pub fn same_connection(&self, other: &ProviderConfig) -> bool {
         self.connection_only() == other.connection_only()
@@ -554,47 +644,27 @@ impl ProviderConfig {
 
     fn connection_only(&self) -> ProviderConfig {
         let mut c = self.clone();
-        let (health, probe) = match &mut c {
-            ProviderConfig::Smtp(c) => (&mut c.health, &mut c.probe),
-            ProviderConfig::File(c) => (&mut c.health, &mut c.probe),
-            ProviderConfig::Mandrill(c) => (&mut c.health, &mut c.probe),
-            ProviderConfig::Ses(c) => (&mut c.health, &mut c.probe),
-            ProviderConfig::Sendgrid(c) => (&mut c.health, &mut c.probe),
-            ProviderConfig::Mailgun(c) => (&mut c.health, &mut c.probe),
-            ProviderConfig::Postmark(c) => (&mut c.health, &mut c.probe),
-            ProviderConfig::Resend(c) => (&mut c.health, &mut c.probe),
-        };
-        *health = HealthOverride::default();
-        *probe = true;
+        each_provider!(&mut c, c => {
+            c.health = HealthOverride::default();
+            c.probe = true;
+            c.canary = true;
+        });
         c
     }
 
     /// `probe = true|false`: whether the provider's active probe runs.
     pub fn probe_enabled(&self) -> bool {
-        match self {
-            ProviderConfig::Smtp(c) => c.probe,
-            ProviderConfig::File(c) => c.probe,
-            ProviderConfig::Mandrill(c) => c.probe,
-            ProviderConfig::Ses(c) => c.probe,
-            ProviderConfig::Sendgrid(c) => c.probe,
-            ProviderConfig::Mailgun(c) => c.probe,
-            ProviderConfig::Postmark(c) => c.probe,
-            ProviderConfig::Resend(c) => c.probe,
-        }
+        each_provider!(self, c => c.probe)
+    }
+
+    /// `canary = true|false`: whether end-to-end canaries go through this provider.
+    pub fn canary_enabled(&self) -> bool {
+        each_provider!(self, c => c.canary)
     }
 
     /// The provider's `[providers.NAME.health]` overrides.
     pub fn health(&self) -> &HealthOverride {
-        match self {
-            ProviderConfig::Smtp(c) => &c.health,
-            ProviderConfig::File(c) => &c.health,
-            ProviderConfig::Mandrill(c) => &c.health,
-            ProviderConfig::Ses(c) => &c.health,
-            ProviderConfig::Sendgrid(c) => &c.health,
-            ProviderConfig::Mailgun(c) => &c.health,
-            ProviderConfig::Postmark(c) => &c.health,
-            ProviderConfig::Resend(c) => &c.health,
-        }
+        each_provider!(self, c => &c.health)
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -641,6 +711,9 @@ pub struct SmtpProviderConfig {
     /// Run the active probe (connect, EHLO, STARTTLS, AUTH).
     #[serde(default = "default_true")]
     pub probe: bool,
+    /// Send end-to-end canaries through this provider (when `[canary]` is set).
+    #[serde(default = "default_true")]
+    pub canary: bool,
     #[serde(default)]
     pub health: HealthOverride,
 }
@@ -664,6 +737,9 @@ pub struct FileProviderConfig {
     pub dir: PathBuf,
     #[serde(default = "default_true")]
     pub probe: bool,
+    /// A file sink cannot lose mail silently; canaries through it are off by default.
+    #[serde(default)]
+    pub canary: bool,
     #[serde(default)]
     pub health: HealthOverride,
 }

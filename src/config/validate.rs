@@ -120,6 +120,47 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     validate_providers(c, p);
     validate_clients(c, p);
     validate_routes(c, p);
+    if let Some(canary) = &c.canary {
+        validate_canary(c, canary, &root.key("canary"), p);
+    }
+}
+
+/// `[canary]`: addresses, positive times, and an IMAP mailbox to read from.
+fn validate_canary(c: &Config, canary: &super::CanaryConfig, path: &KeyPath, p: &mut Problems<'_>) {
+    for (key, value) in [("from", &canary.from), ("to", &canary.to)] {
+        if value.parse::<lettre::Address>().is_err() {
+            p.error(&path.key(key), format!("{value:?} is not an email address"));
+        }
+    }
+    for (key, value) in [("interval", canary.interval.0), ("timeout", canary.timeout.0)] {
+        if value.is_zero() {
+            p.error(&path.key(key), "must be longer than 0s");
+        }
+    }
+    if canary.lost_threshold == 0 {
+        p.error(&path.key("lost_threshold"), "must be at least 1");
+    }
+    if canary.redeliver_unconfirmed {
+        p.error(
+            &path.key("redeliver_unconfirmed"),
+            "re-delivering what a silent provider accepted is not available yet; set it to false",
+        );
+    }
+    let imap = path.key("imap");
+    if canary.imap.host.trim().is_empty() {
+        p.error(&imap.key("host"), "must not be empty");
+    }
+    if canary.imap.port == 0 {
+        p.error(&imap.key("port"), "must be a port number");
+    }
+    check_secret(&imap.key("username"), &canary.imap.username, p);
+    check_secret(&imap.key("password"), &canary.imap.password, p);
+    if canary.imap.tls == TlsMode::None && canary.imap.ca_file.is_some() {
+        p.error(&imap.key("ca_file"), "ca_file is set but tls = \"none\"");
+    }
+    if !c.providers.values().any(|pr| pr.canary_enabled()) {
+        p.error(path, "no provider sends canaries: every one has canary = false");
+    }
 }
 
 /// The admin API can drain every provider and reload the config: an empty token (e.g. an

@@ -21,6 +21,8 @@
 //! probe never changes state. Drained, suspended and open states and the sender blocks are
 //! saved ([`saved`]) whenever they change, through the channel of [`Health::persistent`].
 
+pub mod canary;
+pub mod mailbox;
 pub mod probe;
 pub mod saved;
 
@@ -46,16 +48,19 @@ pub enum ProviderState {
     Suspended,
     RateLimited,
     Drained,
+    /// End-to-end canaries sent through it stopped arriving: it takes mail and drops it.
+    Silent,
 }
 
 impl ProviderState {
-    pub const ALL: [ProviderState; 6] = [
+    pub const ALL: [ProviderState; 7] = [
         ProviderState::Healthy,
         ProviderState::Degraded,
         ProviderState::Open,
         ProviderState::Suspended,
         ProviderState::RateLimited,
         ProviderState::Drained,
+        ProviderState::Silent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +71,7 @@ impl ProviderState {
             ProviderState::Suspended => "suspended",
             ProviderState::RateLimited => "rate_limited",
             ProviderState::Drained => "drained",
+            ProviderState::Silent => "silent",
         }
     }
 }
@@ -446,7 +452,7 @@ impl Health {
         match inner.state {
             ProviderState::Healthy | ProviderState::Degraded if blocked => Admission::Skip(Skip::SenderBlocked),
             ProviderState::Healthy | ProviderState::Degraded => Admission::Send(Trial::No),
-            ProviderState::Drained => Admission::Skip(Skip::State(inner.state)),
+            ProviderState::Drained | ProviderState::Silent => Admission::Skip(Skip::State(inner.state)),
             // A blocked sender must not take the trial: its answer would say nothing.
             ProviderState::Suspended if inner.trial_ends_suspension() && trial_due(inner) && !blocked => {
                 inner.trial_started = Some(now);
@@ -480,8 +486,8 @@ impl Health {
         if let Some(f) = failed {
             inner.window.push_back((now, f));
         }
-        if inner.state == ProviderState::Drained {
-            return; // the operator decides when it comes back
+        if matches!(inner.state, ProviderState::Drained | ProviderState::Silent) {
+            return; // the operator, or a canary read back, decides when it comes back
         }
         let detail = report.detail.as_str();
         match (inner.state, report.class) {
@@ -629,7 +635,8 @@ impl Health {
             ProbeVerdict::Inconclusive => return,
         };
         match (inner.state, failure) {
-            (ProviderState::Drained | ProviderState::RateLimited, _) => {}
+            // A probe cannot see mail being dropped: only a canary read back ends `silent`.
+            (ProviderState::Drained | ProviderState::RateLimited | ProviderState::Silent, _) => {}
             (ProviderState::Suspended, None) => {
                 if inner.cooldown_over(now) {
                     self.transition(&p, inner, ProviderState::Healthy, "probe passed after account cooldown");
@@ -654,6 +661,27 @@ impl Health {
                 }
             }
             (ProviderState::Open | ProviderState::Suspended, Some(_)) => {}
+        }
+    }
+
+    /// Canaries sent through this provider were lost `lost` times in a row: out of rotation as
+    /// `silent` (a drained provider stays drained: the operator decides).
+    pub fn silence(&self, name: &str, lost: u32) {
+        let Some(p) = self.get(name) else { return };
+        let mut guard = p.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
+        if !matches!(inner.state, ProviderState::Drained | ProviderState::Silent) {
+            let reason = format!("{lost} canaries in a row were not read back: it accepts mail and drops it");
+            self.transition(&p, inner, ProviderState::Silent, &reason);
+        }
+    }
+
+    /// A canary sent through this provider was read back: a `silent` provider is back.
+    pub fn canary_arrived(&self, name: &str) {
+        let Some(p) = self.get(name) else { return };
+        let mut guard = p.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.state == ProviderState::Silent {
+            self.transition(&p, &mut guard, ProviderState::Healthy, "a canary was read back");
         }
     }
 
@@ -692,7 +720,8 @@ impl Health {
             ProviderState::Healthy | ProviderState::Degraded => {
                 Some(inner.block_remaining(sender_domain, now).unwrap_or_default())
             }
-            ProviderState::Drained => None,
+            // Back when a canary arrives (or an operator acts): no time to wait for.
+            ProviderState::Drained | ProviderState::Silent => None,
             // Another message holds the trial: look again once it has had time to finish.
             ProviderState::Open | ProviderState::RateLimited | ProviderState::Suspended
                 if inner.trial_in_flight(now) =>

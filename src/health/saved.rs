@@ -1,5 +1,6 @@
 //! What of a provider's health survives a restart: the operator's drain, an account
-//! suspension with the end of its cooldown, an open circuit, and sender-domain blocks.
+//! suspension with the end of its cooldown, an open circuit, a silent provider (canaries),
+//! and sender-domain blocks.
 //!
 //! Health turns this into bytes; the app stores them in the spool database (one small record
 //! per provider) whenever they change and reads them back at start. Times are wall-clock
@@ -40,6 +41,6 @@ pub struct SavedBlock {
 impl SavedHealth {
     /// States worth keeping across a restart (the others are re-learned in seconds).
     pub fn keeps(state: ProviderState) -> bool {
-        matches!(state, ProviderState::Drained | ProviderState::Suspended | ProviderState::Open)
+        matches!(state, ProviderState::Drained | ProviderState::Suspended | ProviderState::Open | ProviderState::Silent)
     }
 }

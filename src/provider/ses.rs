@@ -323,7 +323,7 @@ impl SesProvider {
             .client()
             .await
             .send_email()
-            .set_from_email_address(text(&serde_json::Value::Object(call.clone()), "FromEmailAddress"))
+            .set_from_email_address(call.get("FromEmailAddress").and_then(|v| v.as_str()).map(str::to_string))
             .destination(destination)
             .set_reply_to_addresses(reply_to)
             .content(content)

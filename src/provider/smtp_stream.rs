@@ -7,18 +7,15 @@
 
 use lettre::transport::smtp::client::AsyncTokioStream;
 use rustls_pki_types::ServerName;
-use rustls_pki_types::pem::PemObject;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 /// Connects with TCP_NODELAY set.
 pub async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
@@ -29,17 +26,7 @@ pub async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
 
 /// TLS client settings for implicit TLS (smtps): the public web PKI roots, plus `ca_file`.
 pub fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if let Some(ca) = ca_file {
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("cannot read {}: {e}", ca.display()))?
-        {
-            let cert = cert.map_err(|e| format!("invalid certificate in {}: {e}", ca.display()))?;
-            roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", ca.display()))?;
-        }
-    }
-    let config = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    crate::tls::client_connector(ca_file)
 }
 
 /// Opens an implicit-TLS connection (certificate checked against `host`).

@@ -170,8 +170,15 @@ impl Default for Behaviour {
     }
 }
 
+/// What a "delivering" mock does with each message it accepts (e.g. hand it to dovecot-lda).
+pub type Forward = Arc<dyn Fn(&ReceivedMessage) + Send + Sync>;
+
 struct Shared {
     behaviour: Mutex<Behaviour>,
+    /// Called with each accepted message unless `drop_all` is set.
+    forward: Mutex<Option<Forward>>,
+    /// Accept everything with 250 and pass nothing on: a provider that silently drops mail.
+    drop_all: std::sync::atomic::AtomicBool,
     messages: Mutex<Vec<ReceivedMessage>>,
     connections: Mutex<usize>,
     /// Upper-cased verb -> count.
@@ -218,6 +225,8 @@ impl MockSmtp {
         let addr = listener.local_addr().expect("MockSmtp: listener has no local address");
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(Behaviour::default()),
+            forward: Mutex::new(None),
+            drop_all: std::sync::atomic::AtomicBool::new(false),
             messages: Mutex::new(Vec::new()),
             connections: Mutex::new(0),
             commands: Mutex::new(HashMap::new()),
@@ -311,6 +320,16 @@ impl MockSmtp {
     }
 
     // ---- recording -------------------------------------------------------
+
+    /// Passes each accepted message to `forward` (a delivering provider), or stops doing so.
+    pub fn set_forward(&self, forward: Option<Forward>) {
+        *lock(&self.shared.forward) = forward;
+    }
+
+    /// `true`: still answer 250 to everything, but forward nothing (a silent drop).
+    pub fn set_drop_all(&self, drop: bool) {
+        self.shared.drop_all.store(drop, Ordering::Relaxed);
+    }
 
     pub fn messages(&self) -> Vec<ReceivedMessage> {
         lock(&self.shared.messages).clone()
@@ -772,12 +791,14 @@ impl Session {
             format!("250 2.0.0 Ok: queued as {id}")
         };
         if reply.starts_with('2') {
-            lock(&self.shared.messages).push(ReceivedMessage {
-                mail_from: tx.mail_from,
-                rcpts: tx.rcpts,
-                data,
-                auth_user: self.auth_user.clone(),
-            });
+            let message =
+                ReceivedMessage { mail_from: tx.mail_from, rcpts: tx.rcpts, data, auth_user: self.auth_user.clone() };
+            let forward = lock(&self.shared.forward).clone();
+            if let Some(forward) = forward.filter(|_| !self.shared.drop_all.load(Ordering::Relaxed)) {
+                let copy = message.clone();
+                tokio::task::spawn_blocking(move || forward(&copy));
+            }
+            lock(&self.shared.messages).push(message);
             self.shared.bump();
         }
         self.send(&reply).await
