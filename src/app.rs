@@ -7,7 +7,7 @@ use crate::health::{self, Health};
 use crate::http_listener::{self, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::shared::{Retention, Shared, save_health};
+use crate::shared::{Finished, Retention, Shared, save_health};
 use crate::spool::Spool;
 use crate::spool::record::now_ms;
 use crate::{admin, ingest};
@@ -81,7 +81,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         queue.schedule(&r.id, r.next_attempt_ms, r.created_ms);
     }
     let mut completed = recovered.completed;
-    completed.sort_by_key(|(_, at, _)| *at);
+    completed.sort_by_key(|(_, at, _, _)| *at);
     tracing::info!(pending = recovered.pending.len(), completed = completed.len(), dir = %config.spool.dir.display(), "spool opened");
 
     let http_listener = bind("server.http_listen", &config.server.http_listen).await?;
@@ -109,7 +109,6 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let http_addr = http_listener.local_addr().expect("bound socket has an address");
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
     let grace = config.server.shutdown_grace.0;
-    let keep_completed = config.spool.keep_completed.0;
 
     let (health, health_changes) = Health::persistent(metrics.clone());
     health.sync(config);
@@ -118,7 +117,12 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     }
     let health = Arc::new(health);
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
-    let retention = Arc::new(Retention::new(completed.into_iter().map(|(id, at, idem)| (at, id, idem))));
+    let retention = Arc::new(Retention::new(completed.into_iter().map(|(id, at_ms, idem, kept_bytes)| Finished {
+        at_ms,
+        id,
+        idem,
+        kept_bytes,
+    })));
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
@@ -189,9 +193,12 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         }
     }
     let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
-    let sweeper = tokio::spawn(sweep_completed(spool.clone(), retention, keep_completed, stop.clone()));
+    let sweeper = tokio::spawn(sweep_completed(spool.clone(), retention, runtime.clone(), stop.clone()));
     let prober = tokio::spawn(health::probe::run(runtime.clone(), health.clone(), stop.clone()));
-    let canaries = tokio::spawn(health::canary::run(runtime, health.clone(), shared.metrics.clone(), stop.clone()));
+    let (silenced_tx, silenced_rx) = tokio::sync::mpsc::unbounded_channel();
+    let canaries =
+        tokio::spawn(health::canary::run(runtime, health.clone(), shared.metrics.clone(), silenced_tx, stop.clone()));
+    let redeliverer = tokio::spawn(delivery::redeliver::run(shared.clone(), silenced_rx));
     let health_saver = tokio::spawn(save_health_changes(spool.clone(), health, health_changes));
     let spool_watch = tokio::spawn(stop_when_spool_fails(spool, stop.clone()));
     let watcher = if config.server.watch_config {
@@ -235,6 +242,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         sweeper.abort();
         prober.abort();
         canaries.abort();
+        redeliverer.abort();
         health_saver.abort();
         spool_watch.abort();
         // The last word on every provider's health, so a restart starts from it.
@@ -281,10 +289,27 @@ async fn save_health_changes(
     }
 }
 
-/// Removes finished messages from the spool once `keep_completed` has passed.
-async fn sweep_completed(spool: Arc<Spool>, retention: Arc<Retention>, keep: Duration, stop: CancellationToken) {
-    let period = keep.min(Duration::from_secs(60)).max(Duration::from_millis(100));
+/// How long finished messages stay in the spool: `spool.keep_completed`, and while canaries
+/// may re-deliver what a silent provider took, at least `interval × lost_threshold + timeout`.
+fn keep_for(config: &crate::config::Config) -> Duration {
+    let keep = config.spool.keep_completed.0;
+    match &config.canary {
+        Some(c) if c.redeliver_unconfirmed => keep.max(c.interval.0 * c.lost_threshold + c.timeout.0),
+        _ => keep,
+    }
+}
+
+/// Removes finished messages from the spool once they have been kept long enough (the live
+/// config decides, see [`keep_for`]).
+async fn sweep_completed(
+    spool: Arc<Spool>,
+    retention: Arc<Retention>,
+    runtime: Arc<ArcSwap<Runtime>>,
+    stop: CancellationToken,
+) {
     loop {
+        let keep = keep_for(&runtime.load().config);
+        let period = keep.min(Duration::from_secs(60)).max(Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = stop.cancelled() => return,
@@ -293,7 +318,9 @@ async fn sweep_completed(spool: Arc<Spool>, retention: Arc<Retention>, keep: Dur
         let expired = retention.take_expired(cutoff, 10_000);
         if !expired.is_empty() {
             let n = expired.len();
-            match spool.remove(expired).await {
+            let kept: u64 = expired.iter().map(|f| f.kept_bytes).sum();
+            let entries = expired.into_iter().map(|f| (f.id, f.idem)).collect();
+            match spool.remove(entries, kept).await {
                 Ok(()) => tracing::debug!(removed = n, "finished messages removed from the spool"),
                 Err(e) => tracing::warn!(error = %e, "cannot remove finished messages"),
             }

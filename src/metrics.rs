@@ -37,6 +37,7 @@ pub struct Metrics {
     pub canary_lost: IntCounterVec,
     pub canary_delivery: HistogramVec,
     pub canary_last_received: IntGaugeVec,
+    pub redelivered: IntCounterVec,
     pub provider_state: IntGaugeVec,
     pub provider_state_changes: IntCounterVec,
     pub health_probes: IntCounterVec,
@@ -389,6 +390,12 @@ impl Metrics {
                 "When a canary through this provider was last read back (Unix time)",
                 &["provider"],
             ),
+            redelivered: counter(
+                &registry,
+                "baton_redelivered_total",
+                "Messages re-queued for the next provider because the provider that took them went silent",
+                &["provider"],
+            ),
             delivery_latency: histogram(
                 &registry,
                 "baton_delivery_latency_seconds",
@@ -505,6 +512,7 @@ impl Metrics {
                 self.canary_lost.with_label_values(&[provider]);
                 self.canary_delivery.with_label_values(&[provider]);
                 self.canary_last_received.with_label_values(&[provider]);
+                self.redelivered.with_label_values(&[provider]);
             }
         }
         for route in &config.routes {

@@ -56,34 +56,57 @@ pub async fn save_health(spool: &Spool, health: &Health, provider: &str) {
     }
 }
 
-/// Finished messages in completion order — (completed ms, id, idempotency entry) — until the
-/// sweeper removes them from the spool.
+/// Finished messages in completion order until the sweeper removes them from the spool.
 #[derive(Default)]
 pub struct Retention {
-    list: Mutex<VecDeque<(u64, String, Option<String>)>>,
+    list: Mutex<VecDeque<Finished>>,
+}
+
+/// One finished message the spool still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub at_ms: u64,
+    pub id: String,
+    /// Its idempotency entry, removed with it.
+    pub idem: Option<String>,
+    /// Bytes of its body when kept for re-delivery (freed when it is removed).
+    pub kept_bytes: u64,
 }
 
 impl Retention {
     /// Starts with the finished messages found in the spool at start, in completion order.
-    pub fn new(completed: impl IntoIterator<Item = (u64, String, Option<String>)>) -> Retention {
+    pub fn new(completed: impl IntoIterator<Item = Finished>) -> Retention {
         Retention { list: Mutex::new(completed.into_iter().collect()) }
+    }
+
+    fn list(&self) -> std::sync::MutexGuard<'_, VecDeque<Finished>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn push(&self, record: &MessageRecord) {
         let idem = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
-        let at = record.completed_ms.unwrap_or_else(now_ms);
-        self.list.lock().unwrap_or_else(|e| e.into_inner()).push_back((at, record.id.clone(), idem));
+        let at_ms = record.completed_ms.unwrap_or_else(now_ms);
+        let kept_bytes = if record.body_kept { record.size } else { 0 };
+        self.list().push_back(Finished { at_ms, id: record.id.clone(), idem, kept_bytes });
     }
 
-    /// Takes up to `max` messages finished at or before `cutoff` (ms): their ids and
-    /// idempotency entries.
-    pub fn take_expired(&self, cutoff: u64, max: usize) -> Vec<(String, Option<String>)> {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+    /// Takes up to `max` messages finished at or before `cutoff` (ms).
+    pub fn take_expired(&self, cutoff: u64, max: usize) -> Vec<Finished> {
+        let mut list = self.list();
         let mut out = Vec::new();
-        while list.front().is_some_and(|(at, _, _)| *at <= cutoff) && out.len() < max {
-            let (_, id, idem) = list.pop_front().expect("front exists");
-            out.push((id, idem));
+        while list.front().is_some_and(|f| f.at_ms <= cutoff) && out.len() < max {
+            out.push(list.pop_front().expect("front exists"));
         }
         out
+    }
+
+    /// Ids of the messages finished at or after `since_ms`.
+    pub fn finished_since(&self, since_ms: u64) -> Vec<String> {
+        self.list().iter().filter(|f| f.at_ms >= since_ms).map(|f| f.id.clone()).collect()
+    }
+
+    /// Forgets `id` (it is being delivered again; it comes back when it finishes).
+    pub fn forget(&self, id: &str) {
+        self.list().retain(|f| f.id != id);
     }
 }

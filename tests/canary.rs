@@ -2,7 +2,9 @@
 //! providers deliver into its mailbox with dovecot-lda, or silently drop everything while
 //! answering 250. Canaries through each provider are read back and deleted; a provider that
 //! starts dropping goes `silent` within `timeout + interval × lost_threshold`, app mail moves
-//! to the next provider, and the provider comes back when it delivers again; an IMAP server
+//! to the next provider, and the provider comes back when it delivers again; with
+//! `redeliver_unconfirmed`, what it accepted after its last confirmed canary is delivered again
+//! through the next provider, exactly once, and nothing from before; an IMAP server
 //! that is down or refuses the login takes no provider out and does not disturb app mail.
 
 mod support;
@@ -14,9 +16,14 @@ use support::mock_smtp::{MockSmtp, ReceivedMessage};
 
 /// Canary settings short enough for a test: lost after 2 s, silent after 2 lost.
 fn config(primary: &MockSmtp, backup: &MockSmtp, imap_port: u16, password: &str) -> String {
+    config_with(primary, backup, imap_port, password, "")
+}
+
+/// [`config`] with more `[canary]` keys.
+fn config_with(primary: &MockSmtp, backup: &MockSmtp, imap_port: u16, password: &str, canary: &str) -> String {
     format!(
         "{}{}\n[retry]\nschedule = [\"1h\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n\n\
-         [canary]\ninterval = \"300ms\"\ntimeout = \"2s\"\nlost_threshold = 2\nfrom = \"canary@example.com\"\nto = \"{}\"\n\n\
+         [canary]\ninterval = \"300ms\"\ntimeout = \"2s\"\nlost_threshold = 2\nfrom = \"canary@example.com\"\nto = \"{}\"\n{canary}\n\
          [canary.imap]\nhost = \"127.0.0.1\"\nport = {imap_port}\ntls = \"none\"\nusername = \"{}\"\npassword = \"{password}\"\n",
         smtp_provider("primary", primary, ""),
         smtp_provider("backup", backup, ""),
@@ -121,4 +128,40 @@ async fn an_unreadable_mailbox_takes_no_provider_out_and_app_mail_flows() {
     }
     let id = baton.send(message(&["alice@example.net"], "app mail")).await;
     assert_eq!(baton.wait_final(&id).await["recipients"][0]["provider"], "primary");
+}
+
+#[tokio::test]
+async fn what_a_silent_provider_swallowed_is_redelivered_through_the_next_one_exactly_once() {
+    let imap = Dovecot::start();
+    let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
+    delivering(&primary, &imap);
+    delivering(&backup, &imap);
+    let config = config_with(&primary, &backup, imap.port, dovecot::PASSWORD, "redeliver_unconfirmed = true\n");
+    let baton = Baton::start(&config).await;
+    // Before the drop: delivered by primary and confirmed by a canary sent after it.
+    let before = baton.send(message(&["before@example.net"], "confirmed")).await;
+    assert_eq!(baton.wait_final(&before).await["recipients"][0]["provider"], "primary");
+    let sent = counter(&baton, "baton_canary_sent_total", "primary").await;
+    wait_counter(&baton, "baton_canary_received_total", "primary", sent + 2.0).await;
+
+    primary.set_drop_all(true);
+    let swallowed = baton.send(message(&["after@example.net"], "swallowed")).await;
+    assert_eq!(baton.wait_final(&swallowed).await["recipients"][0]["provider"], "primary", "taken, then dropped");
+    baton.wait_provider("primary", "silent", |p| p["state"] == "silent").await;
+    let status = baton
+        .wait_status(&swallowed, "re-delivered by backup", |s| {
+            s["status"] == "delivered" && s["recipients"][0]["provider"] == "backup"
+        })
+        .await;
+    assert!(status["recipients"][0]["detail"].as_str().unwrap_or_default().contains("went silent"), "{status:#}");
+    let last = status["attempts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["provider"].as_str(), last["possible_duplicate"].as_bool()),
+        (Some("backup"), Some(true)),
+        "{status:#}"
+    );
+    let to_backup = |rcpt: &str| backup.messages().iter().filter(|m| m.rcpts == [rcpt]).count();
+    assert_eq!(to_backup("after@example.net"), 1, "exactly once");
+    assert_eq!(to_backup("before@example.net"), 0, "what a canary confirmed is not sent again");
+    assert_eq!(counter(&baton, "baton_redelivered_total", "primary").await, 1.0);
 }

@@ -58,7 +58,7 @@ pub struct CanaryConfig {
     /// The read-back mailbox's address.
     pub to: String,
     /// Re-send through the route's next provider what a provider accepted since its last
-    /// confirmed canary, when it goes silent (not implemented yet: must be false).
+    /// confirmed canary, when it goes silent (those attempts are marked possible duplicates).
     #[serde(default)]
     pub redeliver_unconfirmed: bool,
     pub imap: ImapConfig,

@@ -140,12 +140,6 @@ fn validate_canary(c: &Config, canary: &super::CanaryConfig, path: &KeyPath, p: 
     if canary.lost_threshold == 0 {
         p.error(&path.key("lost_threshold"), "must be at least 1");
     }
-    if canary.redeliver_unconfirmed {
-        p.error(
-            &path.key("redeliver_unconfirmed"),
-            "re-delivering what a silent provider accepted is not available yet; set it to false",
-        );
-    }
     let imap = path.key("imap");
     if canary.imap.host.trim().is_empty() {
         p.error(&imap.key("host"), "must not be empty");

@@ -3,6 +3,7 @@
 
 mod pass;
 pub mod queue;
+pub mod redeliver;
 
 use crate::shared::Shared;
 use crate::spool::record::now_ms;

@@ -229,6 +229,9 @@ fn fail_pending(record: &mut MessageRecord, reason: &str) {
 async fn finish(shared: &Shared, mut record: MessageRecord, route: &str) {
     record.status = record.final_status();
     record.completed_ms = Some(now_ms());
+    // Kept so it can go out again if the provider that took it turns out to drop mail.
+    let redeliver = shared.runtime.load().config.canary.as_ref().is_some_and(|c| c.redeliver_unconfirmed);
+    record.body_kept = redeliver && record.recipients.iter().any(|r| r.status == RecipientStatus::Delivered);
     persist(shared, &record).await;
     shared.metrics.messages_completed.with_label_values(&[route, record.status.as_str()]).inc();
     tracing::info!(message_id = %record.id, route, status = record.status.as_str(), "message finished");
@@ -304,7 +307,8 @@ async fn run_pass(
             outcome: report.class,
             detail: report.detail.clone(),
             duration_ms: elapsed.as_millis() as u64,
-            possible_duplicate: report.possible_duplicate,
+            // A re-delivery: the silent provider may have delivered it after all.
+            possible_duplicate: report.possible_duplicate || record.redelivered_from.is_some(),
         });
         let latency = now_ms().saturating_sub(record.created_ms) as f64 / 1000.0;
         for (&idx, result) in pending.iter().zip(report.recipients) {
@@ -314,7 +318,9 @@ async fn run_pass(
                     r.status = RecipientStatus::Delivered;
                     r.provider = Some(name.clone());
                     r.provider_message_id = provider_message_id;
-                    r.detail = None;
+                    r.detail = record.redelivered_from.as_ref().map(|silent| {
+                        format!("re-delivered: {silent} accepted it but went silent (its canaries were lost)")
+                    });
                     metrics.recipients.with_label_values(&[name, "delivered"]).inc();
                     metrics.delivery_latency.with_label_values(&[&route.name, name]).observe(latency);
                 }

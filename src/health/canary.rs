@@ -28,10 +28,19 @@ const TICK: Duration = Duration::from_millis(100);
 /// Longest one canary send may take, whatever the provider's own timeout.
 const MAX_SEND: Duration = Duration::from_secs(120);
 
+/// A provider that just went silent, and since when (wall ms) what it accepted is unconfirmed:
+/// the send of its last canary that was read back (or of the first lost one when none was).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silenced {
+    pub provider: String,
+    pub since_ms: u64,
+}
+
 /// A canary a provider accepted, not read back yet.
 struct Pending {
     provider: String,
     sent: Instant,
+    sent_ms: u64,
     /// Sent while the provider was `silent`: its arrival brings the provider back.
     while_silent: bool,
 }
@@ -42,6 +51,10 @@ struct Book {
     pending: HashMap<String, Pending>,
     /// Lost canaries in a row, per provider.
     streak: HashMap<String, u32>,
+    /// Per provider: when (wall ms) the last canary that was read back was sent.
+    confirmed_ms: HashMap<String, u64>,
+    /// Per provider: when the first canary of the current lost streak was sent.
+    streak_start_ms: HashMap<String, u64>,
 }
 
 type Shared = Arc<Mutex<Book>>;
@@ -51,11 +64,18 @@ fn lock(book: &Shared) -> std::sync::MutexGuard<'_, Book> {
 }
 
 /// Runs the canary sender and reader until `stop`; idle while the live config has no
-/// `[canary]`.
-pub async fn run(runtime: Arc<ArcSwap<Runtime>>, health: Arc<Health>, metrics: Arc<Metrics>, stop: CancellationToken) {
+/// `[canary]`. With `redeliver_unconfirmed`, each provider that goes silent is reported on
+/// `silenced` (delivery re-queues what it took).
+pub async fn run(
+    runtime: Arc<ArcSwap<Runtime>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    silenced: tokio::sync::mpsc::UnboundedSender<Silenced>,
+    stop: CancellationToken,
+) {
     let book: Shared = Arc::default();
     let sender = send_loop(runtime.clone(), health.clone(), metrics.clone(), book.clone(), stop.clone());
-    let reader = read_loop(runtime, health, metrics, book, stop);
+    let reader = read_loop(runtime, health, metrics, book, silenced, stop);
     tokio::join!(sender, reader);
 }
 
@@ -147,7 +167,7 @@ async fn send_one(
     let recipients = [config.to.clone()];
     let outbound = Outbound::new(&token, &config.from, &recipients, &body);
     let while_silent = health.state(&name) == Some(ProviderState::Silent);
-    let sent = Instant::now();
+    let (sent, sent_ms) = (Instant::now(), crate::spool::record::now_ms());
     let report = match tokio::time::timeout(MAX_SEND, provider::send(provider.as_ref(), &outbound)).await {
         Ok(report) => report,
         Err(_) => {
@@ -160,7 +180,7 @@ async fn send_one(
     }
     metrics.canary_sent.with_label_values(&[&name]).inc();
     tracing::debug!(provider = %name, token, "canary sent");
-    lock(&book).pending.insert(token, Pending { provider: name, sent, while_silent });
+    lock(&book).pending.insert(token, Pending { provider: name, sent, sent_ms, while_silent });
 }
 
 /// How often the mailbox is read: a quarter of the shorter of interval and timeout, between
@@ -174,6 +194,7 @@ async fn read_loop(
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     book: Shared,
+    silenced: tokio::sync::mpsc::UnboundedSender<Silenced>,
     stop: CancellationToken,
 ) {
     let mut mailbox: Option<Mailbox> = None;
@@ -202,7 +223,11 @@ async fn read_loop(
                     tracing::info!(host = %config.imap.host, "canary mailbox readable again");
                 }
                 let enabled = canary_providers(&live);
-                judge(&config, &enabled, &tokens, started, &health, &metrics, &book);
+                for gone in judge(&config, &enabled, &tokens, started, &health, &metrics, &book) {
+                    if config.redeliver_unconfirmed {
+                        let _ = silenced.send(gone);
+                    }
+                }
             }
             Err(e) => {
                 // Canaries are not judged while the mailbox cannot be read.
@@ -216,7 +241,7 @@ async fn read_loop(
 }
 
 /// After a read that worked (begun at `read_at`): the canaries in `tokens` arrived; those
-/// still pending `timeout` before the read are lost.
+/// still pending `timeout` before the read are lost. Returns the providers that went silent.
 fn judge(
     config: &CanaryConfig,
     enabled: &[String],
@@ -225,7 +250,7 @@ fn judge(
     health: &Health,
     metrics: &Metrics,
     book: &Shared,
-) {
+) -> Vec<Silenced> {
     let mut book = lock(book);
     let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     for token in tokens {
@@ -236,6 +261,9 @@ fn judge(
         metrics.canary_last_received.with_label_values(&[&p.provider]).set(now_s);
         tracing::debug!(provider = %p.provider, seconds = took.as_secs_f64(), "canary read back");
         book.streak.insert(p.provider.clone(), 0);
+        book.streak_start_ms.remove(&p.provider);
+        let confirmed = book.confirmed_ms.entry(p.provider.clone()).or_insert(0);
+        *confirmed = (*confirmed).max(p.sent_ms);
         if p.while_silent {
             health.canary_arrived(&p.provider);
         }
@@ -247,6 +275,7 @@ fn judge(
     for token in lost {
         let p = book.pending.remove(&token).expect("listed above");
         metrics.canary_lost.with_label_values(&[&p.provider]).inc();
+        book.streak_start_ms.entry(p.provider.clone()).or_insert(p.sent_ms);
         let streak = book.streak.entry(p.provider.clone()).or_insert(0);
         *streak += 1;
         tracing::warn!(provider = %p.provider, lost_in_a_row = *streak, timeout_s = config.timeout.0.as_secs_f64(), "canary not read back in time");
@@ -254,18 +283,25 @@ fn judge(
     let losing: Vec<&String> =
         enabled.iter().filter(|p| book.streak.get(*p).copied().unwrap_or(0) >= config.lost_threshold).collect();
     if losing.is_empty() {
-        return;
+        return Vec::new();
     }
     // Every provider losing at once says more about the mailbox than about the providers.
     if enabled.len() >= 2 && losing.len() == enabled.len() {
         tracing::warn!(
             "canaries through every provider are lost: the canary mailbox probably receives no mail (check its domain's MX and the mailbox); no provider is taken out for it"
         );
-        return;
+        return Vec::new();
     }
+    let mut gone = Vec::new();
     for provider in losing {
-        health.silence(provider, book.streak[provider]);
+        if health.silence(provider, book.streak[provider]) {
+            let since_ms = (book.confirmed_ms.get(provider).copied())
+                .or_else(|| book.streak_start_ms.get(provider).copied())
+                .unwrap_or_default();
+            gone.push(Silenced { provider: provider.clone(), since_ms });
+        }
     }
+    gone
 }
 
 #[cfg(test)]

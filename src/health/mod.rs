@@ -666,14 +666,17 @@ impl Health {
 
     /// Canaries sent through this provider were lost `lost` times in a row: out of rotation as
     /// `silent` (a drained provider stays drained: the operator decides).
-    pub fn silence(&self, name: &str, lost: u32) {
-        let Some(p) = self.get(name) else { return };
+    /// True when it became silent just now.
+    pub fn silence(&self, name: &str, lost: u32) -> bool {
+        let Some(p) = self.get(name) else { return false };
         let mut guard = p.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *guard;
-        if !matches!(inner.state, ProviderState::Drained | ProviderState::Silent) {
-            let reason = format!("{lost} canaries in a row were not read back: it accepts mail and drops it");
-            self.transition(&p, inner, ProviderState::Silent, &reason);
+        if matches!(inner.state, ProviderState::Drained | ProviderState::Silent) {
+            return false;
         }
+        let reason = format!("{lost} canaries in a row were not read back: it accepts mail and drops it");
+        self.transition(&p, inner, ProviderState::Silent, &reason);
+        true
     }
 
     /// A canary sent through this provider was read back: a `silent` provider is back.

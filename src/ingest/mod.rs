@@ -93,6 +93,8 @@ pub async fn accept(
         size: message.body.len() as u64,
         completed_ms: None,
         idempotency_key: idempotency.as_ref().map(|i| i.key.clone()),
+        body_kept: false,
+        redelivered_from: None,
     };
     let request = idempotency.map(|i| i.request);
     match shared.spool.insert(&record, message.body, request).await {

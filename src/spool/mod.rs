@@ -83,7 +83,8 @@ pub struct Recovered {
     /// the queue needs is kept, so recovering a large spool does not hold every record in memory.
     pub pending: Vec<PendingEntry>,
     /// Finished messages kept for status queries: (id, completed at ms, idempotency key).
-    pub completed: Vec<(String, u64, Option<String>)>,
+    /// Finished messages: id, completed at (ms), idempotency entry, bytes of a kept body.
+    pub completed: Vec<(String, u64, Option<String>, u64)>,
     /// Saved provider health, per provider name (see `health::saved`).
     pub provider_health: Vec<(String, Vec<u8>)>,
 }
@@ -187,10 +188,11 @@ impl Spool {
         result
     }
 
-    /// Persists a record after a delivery pass. When the message is finished its body is deleted.
+    /// Persists a record after a delivery pass. When the message is finished its body is deleted,
+    /// unless the record says it is kept (`body_kept`: then it is freed by [`Spool::remove`]).
     pub async fn update(&self, record: &MessageRecord) -> Result<(), SpoolError> {
         let meta = serde_json::to_vec(record).map_err(storage)?;
-        let delete_body = record.status.is_final();
+        let delete_body = record.status.is_final() && !record.body_kept;
         let (reply, rx) = oneshot::channel();
         self.send(Op::Update { id: record.id.clone(), meta, delete_body, reply })?;
         rx.await.unwrap_or(Err(SpoolError::Closed))?;
@@ -200,11 +202,14 @@ impl Spool {
         Ok(())
     }
 
-    /// Forgets finished messages (and their idempotency keys) for good.
-    pub async fn remove(&self, entries: Vec<(String, Option<String>)>) -> Result<(), SpoolError> {
+    /// Forgets finished messages (and their idempotency keys) for good; `kept_bytes` is the size
+    /// of the bodies among them that were kept, freed once this is committed.
+    pub async fn remove(&self, entries: Vec<(String, Option<String>)>, kept_bytes: u64) -> Result<(), SpoolError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Remove { entries, reply })?;
-        rx.await.unwrap_or(Err(SpoolError::Closed))
+        rx.await.unwrap_or(Err(SpoolError::Closed))?;
+        self.release(kept_bytes);
+        Ok(())
     }
 
     /// Stores a provider's saved health (`None`: nothing to keep, remove it). Returns once it

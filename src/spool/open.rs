@@ -281,8 +281,9 @@ fn recover(recovered: &mut Recovered, record: MessageRecord) -> u64 {
     if record.status.is_final() {
         let done = record.completed_ms.unwrap_or(record.created_ms);
         let idem = record.idempotency_key.as_ref().map(|key| idempotency_entry(&record.client, key));
-        recovered.completed.push((record.id, done, idem));
-        0
+        let kept = if record.body_kept { record.size } else { 0 };
+        recovered.completed.push((record.id, done, idem, kept));
+        kept
     } else {
         recovered.pending.push(PendingEntry {
             id: record.id,

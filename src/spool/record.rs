@@ -113,6 +113,14 @@ pub struct MessageRecord {
     pub completed_ms: Option<u64>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// A finished message whose body is kept (counted in the spool's bytes) so that it can be
+    /// re-delivered if the provider that took it turns out silent (`canary.redeliver_unconfirmed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_kept: bool,
+    /// Re-queued because this provider accepted it and then went silent: its next attempts are
+    /// possible duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redelivered_from: Option<String>,
 }
 
 impl MessageRecord {
