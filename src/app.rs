@@ -294,7 +294,9 @@ async fn save_health_changes(
 fn keep_for(config: &crate::config::Config) -> Duration {
     let keep = config.spool.keep_completed.0;
     match &config.canary {
-        Some(c) if c.redeliver_unconfirmed => keep.max(c.interval.0 * c.lost_threshold + c.timeout.0),
+        // The last confirmed canary, then lost_threshold lost ones (each up to a tenth late),
+        // their timeout and the reads that judge them; doubled for margin.
+        Some(c) if c.redeliver_unconfirmed => keep.max((c.interval.0 * (c.lost_threshold + 1) + c.timeout.0) * 2),
         _ => keep,
     }
 }
@@ -319,10 +321,13 @@ async fn sweep_completed(
         if !expired.is_empty() {
             let n = expired.len();
             let kept: u64 = expired.iter().map(|f| f.kept_bytes).sum();
-            let entries = expired.into_iter().map(|f| (f.id, f.idem)).collect();
+            let entries = expired.iter().map(|f| (f.id.clone(), f.idem.clone())).collect();
             match spool.remove(entries, kept).await {
                 Ok(()) => tracing::debug!(removed = n, "finished messages removed from the spool"),
-                Err(e) => tracing::warn!(error = %e, "cannot remove finished messages"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot remove finished messages; trying again later");
+                    retention.put_back(expired);
+                }
             }
         }
     }

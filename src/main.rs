@@ -33,7 +33,11 @@ enum LogFormat {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // async-imap logs every IMAP command at trace level, the canary mailbox's LOGIN and
+        // password included: never below info, whatever BATON_LOG asks for.
+        .add_directive("async_imap=info".parse().expect("a valid directive"))
+        .add_directive("imap_proto=info".parse().expect("a valid directive"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

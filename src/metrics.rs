@@ -382,7 +382,7 @@ impl Metrics {
                 "baton_canary_delivery_seconds",
                 "Time from a canary's send to its reading in the mailbox",
                 &["provider"],
-                vec![1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+                vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
             ),
             canary_last_received: gauge_vec(
                 &registry,

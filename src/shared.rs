@@ -105,8 +105,20 @@ impl Retention {
         self.list().iter().filter(|f| f.at_ms >= since_ms).map(|f| f.id.clone()).collect()
     }
 
-    /// Forgets `id` (it is being delivered again; it comes back when it finishes).
-    pub fn forget(&self, id: &str) {
-        self.list().retain(|f| f.id != id);
+    /// Takes `id` out (it may be delivered again): the sweeper cannot remove it meanwhile.
+    /// `None` when it is not held (already swept, or taken by someone else).
+    pub fn take(&self, id: &str) -> Option<Finished> {
+        let mut list = self.list();
+        let at = list.iter().position(|f| f.id == id)?;
+        list.remove(at)
+    }
+
+    /// Puts back what [`Retention::take`] or [`Retention::take_expired`] took and did not use.
+    pub fn put_back(&self, entries: impl IntoIterator<Item = Finished>) {
+        let mut list = self.list();
+        for f in entries {
+            let at = list.partition_point(|x| x.at_ms <= f.at_ms);
+            list.insert(at, f);
+        }
     }
 }

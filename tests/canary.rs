@@ -5,7 +5,8 @@
 //! to the next provider, and the provider comes back when it delivers again; with
 //! `redeliver_unconfirmed`, what it accepted after its last confirmed canary is delivered again
 //! through the next provider, exactly once, and nothing from before; an IMAP server
-//! that is down or refuses the login takes no provider out and does not disturb app mail.
+//! that is down or refuses the login, or a mailbox no canary reaches, takes no provider out
+//! and does not disturb app mail.
 
 mod support;
 
@@ -164,4 +165,22 @@ async fn what_a_silent_provider_swallowed_is_redelivered_through_the_next_one_ex
     assert_eq!(to_backup("after@example.net"), 1, "exactly once");
     assert_eq!(to_backup("before@example.net"), 0, "what a canary confirmed is not sent again");
     assert_eq!(counter(&baton, "baton_redelivered_total", "primary").await, 1.0);
+}
+
+/// Canaries through every provider lost: the mailbox is what fails, and nobody is taken out.
+#[tokio::test]
+async fn when_no_canary_arrives_through_any_provider_the_mailbox_is_blamed_not_the_providers() {
+    let imap = Dovecot::start();
+    let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
+    primary.set_drop_all(true);
+    backup.set_drop_all(true);
+    let baton = Baton::start(&config(&primary, &backup, imap.port, dovecot::PASSWORD)).await;
+    for provider in ["primary", "backup"] {
+        wait_counter(&baton, "baton_canary_lost_total", provider, 4.0).await;
+    }
+    for provider in ["primary", "backup"] {
+        assert_eq!(state(&baton, provider).await, "healthy", "{provider}");
+    }
+    let id = baton.send(message(&["alice@example.net"], "app mail")).await;
+    assert_eq!(baton.wait_final(&id).await["recipients"][0]["provider"], "primary");
 }

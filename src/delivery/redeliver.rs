@@ -18,16 +18,23 @@ pub async fn run(shared: Arc<Shared>, mut silenced: UnboundedReceiver<Silenced>)
         let ids = shared.retention.finished_since(s.since_ms);
         let mut requeued = 0;
         for id in ids {
+            // Held while it is looked at, so the sweeper cannot remove it under us.
+            let Some(held) = shared.retention.take(&id) else { continue };
             let spool = shared.spool.clone();
-            let Ok(Ok(Some(mut record))) = tokio::task::spawn_blocking(move || spool.get(&id)).await else { continue };
+            let record = tokio::task::spawn_blocking(move || spool.get(&id)).await;
+            let Ok(Ok(Some(mut record))) = record else {
+                shared.retention.put_back([held]);
+                continue;
+            };
             if !reopen(&mut record, &s) {
+                shared.retention.put_back([held]);
                 continue;
             }
             if let Err(e) = shared.spool.update(&record).await {
                 tracing::error!(message_id = %record.id, error = %e, "cannot re-queue a message the silent provider took");
+                shared.retention.put_back([held]);
                 continue;
             }
-            shared.retention.forget(&record.id);
             shared.queue.schedule(&record.id, record.next_attempt_ms, record.created_ms);
             shared.metrics.redelivered.with_label_values(&[&s.provider]).inc();
             tracing::info!(message_id = %record.id, provider = %s.provider, "re-queued: the provider that took it went silent");
@@ -46,7 +53,12 @@ fn reopen(record: &mut MessageRecord, s: &Silenced) -> bool {
         .rev()
         .find(|a| a.provider == s.provider && a.outcome == OutcomeClass::Accepted)
         .map(|a| a.at_ms);
-    if !record.status.is_final() || !record.body_kept || accepted_at.is_none_or(|at| at < s.since_ms) {
+    // A template pass-through can go only to the provider that went silent: not re-delivered.
+    if !record.status.is_final()
+        || !record.body_kept
+        || record.passthrough.is_some()
+        || accepted_at.is_none_or(|at| at < s.since_ms)
+    {
         return false;
     }
     let detail = format!("re-delivery: {} accepted it but went silent (its canaries were lost)", s.provider);

@@ -3,8 +3,9 @@
 //! and drops it — a suspended account still answering "queued", a broken sending domain — is
 //! seen by nothing else. Its promise: a provider whose canaries stop arriving is taken out of
 //! rotation as `silent` after `lost_threshold` lost in a row, and comes back when one sent while
-//! silent is read back; and a canary is judged lost only by a mailbox read that worked, so an
-//! unreachable mailbox (or one that receives nothing from anyone) never takes a provider out.
+//! silent is read back; and a canary is judged lost only by a mailbox read that worked, and a
+//! provider is silenced only while another provider's canaries arrive, so an unreachable
+//! mailbox (or one that receives nothing) never takes a provider out.
 //!
 //! Two tasks share one book of canaries in flight: the sender sends through each provider when
 //! it is due (bypassing routes, failover and health: a canary is not app traffic and never
@@ -282,22 +283,19 @@ fn judge(
     }
     let losing: Vec<&String> =
         enabled.iter().filter(|p| book.streak.get(*p).copied().unwrap_or(0) >= config.lost_threshold).collect();
-    if losing.is_empty() {
-        return Vec::new();
-    }
-    // Every provider losing at once says more about the mailbox than about the providers.
-    if enabled.len() >= 2 && losing.len() == enabled.len() {
-        tracing::warn!(
-            "canaries through every provider are lost: the canary mailbox probably receives no mail (check its domain's MX and the mailbox); no provider is taken out for it"
-        );
-        return Vec::new();
-    }
+    // A provider is silent only when the mailbox demonstrably receives mail: a canary through
+    // another provider, sent after this one's losses began, was read back. Otherwise the
+    // mailbox may be what is broken (and with one provider there is nothing to compare with).
     let mut gone = Vec::new();
     for provider in losing {
+        let since = book.streak_start_ms.get(provider).copied().unwrap_or(0);
+        let mailbox_works = book.confirmed_ms.iter().any(|(other, &confirmed)| other != provider && confirmed >= since);
+        if !mailbox_works {
+            tracing::warn!(provider = %provider, "canaries through this provider are lost, but none through another provider arrived since: the canary mailbox may be what fails (check its domain's MX and the mailbox); the provider stays in rotation");
+            continue;
+        }
         if health.silence(provider, book.streak[provider]) {
-            let since_ms = (book.confirmed_ms.get(provider).copied())
-                .or_else(|| book.streak_start_ms.get(provider).copied())
-                .unwrap_or_default();
+            let since_ms = book.confirmed_ms.get(provider).copied().unwrap_or(since);
             gone.push(Silenced { provider: provider.clone(), since_ms });
         }
     }

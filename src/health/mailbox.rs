@@ -155,14 +155,18 @@ async fn collect<T: AsyncRead + AsyncWrite + Unpin + Debug + Send>(
     let delete: Vec<u32> = fetched.iter().filter(|(_, t)| ours(t)).map(|(uid, _)| *uid).chain(stale).collect();
     if !delete.is_empty() {
         let set = uid_set(delete.into_iter());
-        timed("STORE", async {
+        let deleted = timed("STORE", async {
             let stream = s.uid_store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
             let _: Vec<_> = stream.try_collect().await?;
             let expunged = s.expunge().await?;
             let _: Vec<_> = expunged.try_collect().await?;
             Ok::<_, async_imap::error::Error>(())
         })
-        .await?;
+        .await;
+        // The tokens were read: they count even if deleting failed (the next read deletes them).
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "cannot delete canaries from the canary mailbox");
+        }
     }
     Ok(fetched.into_iter().map(|(_, t)| t).collect())
 }

@@ -112,14 +112,22 @@ pub async fn send(provider: &dyn Provider, msg: &Outbound<'_>) -> SendReport {
     SendReport::from_batches(reports, msg.recipients.len())
 }
 
-/// A template request goes out whole: once the provider took it for anyone, the recipients it
-/// did not report on (a Mandrill `bcc_address`, say) were sent too, and must not be retried —
-/// a retry would send the whole request again.
+/// A template request goes out whole, so its recipients share one fate: once the provider
+/// took it for anyone, the recipients it did not report on (a Mandrill `bcc_address`, say) were
+/// sent too; once it refused some (Postmark's inactive recipients) and took none, a retry would
+/// post the same request to all again, so the rest end as refused. Only a request that got no
+/// answer for anyone is retried.
 fn whole_request(mut report: SendReport) -> SendReport {
-    if report.recipients.iter().any(|r| matches!(r, RecipientResult::Delivered { .. })) {
+    let delivered = report.recipients.iter().any(|r| matches!(r, RecipientResult::Delivered { .. }));
+    let rejected = report.recipients.iter().any(|r| matches!(r, RecipientResult::Rejected { .. }));
+    if delivered || rejected {
+        let detail = format!("the template request was refused as a whole: {}", report.detail);
         for r in &mut report.recipients {
             if matches!(r, RecipientResult::NotDone) {
-                *r = RecipientResult::Delivered { provider_message_id: None };
+                *r = match delivered {
+                    true => RecipientResult::Delivered { provider_message_id: None },
+                    false => RecipientResult::Rejected { detail: detail.clone() },
+                };
             }
         }
     }

@@ -55,6 +55,8 @@ use std::sync::Arc;
 
 /// Mailgun's limit of `to` recipients in one batch send.
 const MAX_BATCH: usize = 1000;
+/// A batch may expand to at most this many times `server.max_message_size` in memory.
+const BATCH_COPIES: u64 = 16;
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/v3/{domain}/messages", post(send)).route("/v3/{domain}/messages.mime", post(send_mime))
@@ -504,6 +506,19 @@ async fn accept(
     // Held until the messages are spooled: their attachments are copies of the form's files.
     let body = read_body(shared, budget, headers, body).await?;
     let form = read_form(headers, body.bytes.clone()).await.map_err(|m| counted(shared, MailgunError::invalid(m)))?;
+    // A batch becomes a message per `to` recipient, each holding a copy of the request's
+    // content: bounded before any copy is made, so one request cannot exhaust memory.
+    if form.has("recipient-variables") {
+        let copies = form.texts("to").map(|t| t.matches('@').count()).sum::<usize>().max(1) as u64;
+        let limit = shared.runtime.load().config.server.max_message_size.0.saturating_mul(BATCH_COPIES);
+        if copies.saturating_mul(body.bytes.len() as u64) > limit {
+            let m = format!(
+                "recipient-variables: {copies} copies of a {} byte request are more than Baton takes at once ({BATCH_COPIES} × server.max_message_size); send smaller batches",
+                body.bytes.len()
+            );
+            return Err(counted(shared, MailgunError { status: StatusCode::PAYLOAD_TOO_LARGE, message: m }));
+        }
+    }
     let requests = translate(&form).map_err(|e| counted(shared, e))?;
     let id = spool_all(shared, &client, requests).await?;
     drop(body);

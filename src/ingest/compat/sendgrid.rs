@@ -68,6 +68,9 @@ struct Personalization {
     dynamic_template_data: Option<Value>,
     #[serde(default)]
     send_at: Option<Value>,
+    /// A per-personalization sender: refused (see `refuse_unsupported`).
+    #[serde(default)]
+    from: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +200,12 @@ fn refuse_unsupported(mail: &Mail) -> Result<(), SendgridError> {
         return Err(SendgridError::bad(Some("send_at"), "Baton sends at once; scheduling is not supported"));
     }
     for (i, p) in mail.personalizations.iter().enumerate() {
+        // Baton checks one sender per request against allowed_senders; a template request is
+        // forwarded as it came, and SendGrid would honour a sender given here unchecked.
+        if p.from.is_some() {
+            let field = format!("personalizations.{i}.from");
+            return Err(SendgridError::bad(Some(&field), "Baton takes one sender per request: give it in from"));
+        }
         if p.send_at.is_some() {
             let field = format!("personalizations.{i}.send_at");
             return Err(SendgridError::bad(Some(&field), "Baton sends at once; scheduling is not supported"));

@@ -161,12 +161,14 @@ fn canonical_query(query: Option<&str>) -> String {
 }
 
 /// A header's values for signing: each trimmed, inner runs of spaces made one, joined by `,`.
+/// `None` when absent, or not text (bytes a lossy conversion would blur could be changed
+/// without changing the signature).
 fn canonical_value(headers: &HeaderMap, name: &str) -> Option<String> {
     let values: Vec<String> = headers
         .get_all(name)
         .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
+        .map(|v| v.to_str().ok().map(|t| t.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .collect::<Option<_>>()?;
     (!values.is_empty()).then(|| values.join(","))
 }
 
@@ -228,7 +230,7 @@ pub fn verify<T>(
     let amz_date = req.headers.get("x-amz-date").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let at =
         parse_amz_date(amz_date).ok_or_else(|| SigV4Error::Malformed("X-Amz-Date is not YYYYMMDDTHHMMSSZ".into()))?;
-    if !amz_date.starts_with(auth.date) {
+    if auth.date.len() != 8 || !amz_date.starts_with(auth.date) {
         return Err(SigV4Error::Malformed("the credential scope's date is not X-Amz-Date's".into()));
     }
     let skew = now.duration_since(at).unwrap_or_else(|e| e.duration());
