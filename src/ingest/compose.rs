@@ -67,6 +67,53 @@ pub struct SendRequest {
     pub raw_base64: Option<String>,
 }
 
+impl SendRequest {
+    /// A request for a raw message, kept byte for byte: `from` and `to` are the envelope (the
+    /// provider-compatible APIs' raw sends: Mandrill send-raw, SES Raw, Mailgun messages.mime).
+    pub fn raw(from: String, to: Vec<AddressInput>, raw: &[u8]) -> SendRequest {
+        SendRequest {
+            from,
+            to,
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            reply_to: None,
+            subject: None,
+            text: None,
+            html: None,
+            headers: BTreeMap::new(),
+            attachments: Vec::new(),
+            tags: Vec::new(),
+            metadata: BTreeMap::new(),
+            stream: None,
+            raw_base64: Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+        }
+    }
+}
+
+/// The addresses a raw message's headers name, for APIs whose envelope may come from them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HeaderAddresses {
+    /// The first From: address.
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+}
+
+/// The From/To/Cc/Bcc addresses in `raw`'s header (empty when it has none or is no message).
+pub fn header_addresses(raw: &[u8]) -> HeaderAddresses {
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(raw) else { return HeaderAddresses::default() };
+    let list = |a: Option<&mail_parser::Address>| -> Vec<String> {
+        a.map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    HeaderAddresses {
+        from: list(parsed.from()).into_iter().next(),
+        to: list(parsed.to()),
+        cc: list(parsed.cc()),
+        bcc: list(parsed.bcc()),
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum ComposeError {
     /// 400: which field, what is wrong.

@@ -36,7 +36,7 @@
 //! not allowed to send" for a sender the client may not use, 404 for the domain, 413 for size,
 //! 503 only when nothing was spooled (full, stopping, busy) — the SDKs retry 5xx and 429.
 
-use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
+use super::super::compose::{AddressInput, AttachmentInput, SendRequest, header_addresses};
 use super::super::submit::{self, BodyBudget, Refusal, read_body};
 use super::merge;
 use crate::runtime::Client;
@@ -464,25 +464,13 @@ fn translate_mime(form: &Form) -> Result<SendRequest, MailgunError> {
         Some(Part::Text(text)) => text.as_bytes(),
         None => return Err(MailgunError::invalid("'message' parameter is missing")),
     };
-    let from = mail_parser::MessageParser::new()
-        .parse_headers(raw)
-        .and_then(|m| m.from().and_then(|a| a.first()).and_then(|a| a.address.as_deref().map(str::to_string)))
+    let from = header_addresses(raw)
+        .from
         .ok_or_else(|| MailgunError::invalid("message: the MIME message has no From: address"))?;
     Ok(SendRequest {
-        from,
-        to,
-        cc: Vec::new(),
-        bcc: Vec::new(),
-        reply_to: None,
-        subject: None,
-        text: None,
-        html: None,
-        headers: BTreeMap::new(),
-        attachments: Vec::new(),
         tags: form.texts("o:tag").map(str::to_string).collect(),
         metadata: metadata(form)?,
-        stream: None,
-        raw_base64: Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+        ..SendRequest::raw(from, to, raw)
     })
 }
 

@@ -17,7 +17,7 @@
 //! the route's `mandrill` provider as it came (see `submit::TemplateRequest`). Refused:
 //! `send_at` (Baton sends at once).
 
-use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
+use super::super::compose::{AddressInput, AttachmentInput, SendRequest, header_addresses};
 use super::super::submit::{self, BodyBudget, Refusal, TemplateRequest, read_body};
 use super::{AuthFailure, merge};
 use crate::runtime::Client;
@@ -28,7 +28,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -286,6 +285,16 @@ fn parts(list: Option<Vec<Part>>, inline: bool) -> Vec<AttachmentInput> {
         .collect()
 }
 
+/// Mandrill's metadata as Baton's: its values may be any JSON, providers take strings.
+fn string_metadata(metadata: Option<BTreeMap<String, Value>>) -> BTreeMap<String, String> {
+    (metadata.unwrap_or_default().into_iter())
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
+}
+
 /// The Baton requests for one `messages/send` call, with the recipient each one answers for.
 fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, MandrillError> {
     let m = call.message;
@@ -298,13 +307,7 @@ fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, Mandrill
         Some(name) => format!("{name} <{email}>"),
         None => email,
     };
-    // Mandrill's metadata values may be any JSON; providers take strings.
-    let metadata = (m.metadata.clone().unwrap_or_default().into_iter())
-        .map(|(k, v)| match v {
-            Value::String(s) => (k, s),
-            other => (k, other.to_string()),
-        })
-        .collect();
+    let metadata = string_metadata(m.metadata.clone());
     let mut attachments = parts(m.attachments, false);
     attachments.extend(parts(m.images, true));
     let extra_bcc: Vec<AddressInput> = m.bcc_address.clone().into_iter().map(AddressInput::Plain).collect();
@@ -411,36 +414,13 @@ async fn send_raw(
         return Err(MandrillError::validation("send_at: Baton sends at once; scheduling is not supported"));
     }
     let raw = call.raw_message.into_bytes();
-    let parsed = mail_parser::MessageParser::new().parse_headers(&raw);
-    let header_address = |list: Option<&mail_parser::Address>| -> Vec<String> {
-        list.map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_string)).collect()).unwrap_or_default()
-    };
+    let found = header_addresses(&raw);
     let from = call
         .from_email
-        .or_else(|| parsed.as_ref().and_then(|p| header_address(p.from()).into_iter().next()))
+        .or(found.from)
         .ok_or_else(|| MandrillError::validation("from_email: required (the message has no From: either)"))?;
-    let to = call.to.unwrap_or_else(|| {
-        let p = parsed.as_ref();
-        let mut all = header_address(p.and_then(|p| p.to()));
-        all.extend(header_address(p.and_then(|p| p.cc())));
-        all
-    });
-    let request = SendRequest {
-        from,
-        to: to.iter().cloned().map(AddressInput::Plain).collect(),
-        cc: Vec::new(),
-        bcc: Vec::new(),
-        reply_to: None,
-        subject: None,
-        text: None,
-        html: None,
-        headers: BTreeMap::new(),
-        attachments: Vec::new(),
-        tags: Vec::new(),
-        metadata: BTreeMap::new(),
-        stream: None,
-        raw_base64: Some(base64::engine::general_purpose::STANDARD.encode(&raw)),
-    };
+    let to = call.to.unwrap_or_else(|| [found.to, found.cc].concat());
+    let request = SendRequest::raw(from, to.iter().cloned().map(AddressInput::Plain).collect(), &raw);
     let id = submit::submit(&shared, &client, request, None).await?;
     Ok(Json(queued(&to, &id)).into_response())
 }
@@ -473,12 +453,7 @@ async fn send_template(
     })?;
     let mut recipients: Vec<AddressInput> = m.to.iter().map(|r| AddressInput::Plain(r.email.clone())).collect();
     recipients.extend(m.bcc_address.clone().map(AddressInput::Plain));
-    let metadata = (m.metadata.unwrap_or_default().into_iter())
-        .map(|(k, v)| match v {
-            Value::String(s) => (k, s),
-            other => (k, other.to_string()),
-        })
-        .collect();
+    let metadata = string_metadata(m.metadata);
     let request = TemplateRequest {
         api: "mandrill",
         from: AddressInput::Plain(from_email),

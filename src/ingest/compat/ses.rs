@@ -23,7 +23,7 @@
 //! AWS's shapes (v2: status, `x-amzn-ErrorType` and `{"message"}`; v1: `<ErrorResponse>`), so
 //! each SDK raises its own typed error; 5xx only before anything is spooled (the SDKs retry).
 
-use super::super::compose::{AddressInput, AttachmentInput, SendRequest};
+use super::super::compose::{AddressInput, AttachmentInput, SendRequest, header_addresses};
 use super::super::submit::{self, BodyBudget, Refusal, Submission, TemplateRequest, read_body};
 use super::sigv4::{self, SigV4Error};
 use crate::runtime::Client;
@@ -314,38 +314,12 @@ fn raw_request(
     let raw = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .map_err(|e| SesError::invalid(protocol, format!("{field}: not valid base64 ({e})")))?;
-    let parsed = mail_parser::MessageParser::new().parse_headers(&raw);
-    let addresses = |list: Option<&mail_parser::Address>| -> Vec<String> {
-        list.map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_string)).collect()).unwrap_or_default()
-    };
+    let found = header_addresses(&raw);
     let from = source
-        .or_else(|| parsed.as_ref().and_then(|p| addresses(p.from()).into_iter().next()))
+        .or(found.from)
         .ok_or_else(|| SesError::invalid(protocol, "Source: required (the message has no From: either)"))?;
-    let recipients = if recipients.is_empty() {
-        let p = parsed.as_ref();
-        let mut all = addresses(p.and_then(|p| p.to()));
-        all.extend(addresses(p.and_then(|p| p.cc())));
-        all.extend(addresses(p.and_then(|p| p.bcc())));
-        all
-    } else {
-        recipients
-    };
-    Ok(SendRequest {
-        from,
-        to: plain(recipients),
-        cc: Vec::new(),
-        bcc: Vec::new(),
-        reply_to: None,
-        subject: None,
-        text: None,
-        html: None,
-        headers: BTreeMap::new(),
-        attachments: Vec::new(),
-        tags: Vec::new(),
-        metadata,
-        stream: None,
-        raw_base64: Some(base64::engine::general_purpose::STANDARD.encode(&raw)),
-    })
+    let recipients = if recipients.is_empty() { [found.to, found.cc, found.bcc].concat() } else { recipients };
+    Ok(SendRequest { metadata, ..SendRequest::raw(from, plain(recipients), &raw) })
 }
 
 /// Turns a v2 `SendEmail` (`raw`: as it came) into Baton's request.
