@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use support::baton::{Baton, DEADLINE, KEY};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use support::smtp_reply::{Reply, read_reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
@@ -128,18 +129,6 @@ fn host(n: u8) -> IpAddr {
 
 // ---- a raw SMTP client --------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Reply {
-    code: u16,
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn last(&self) -> &str {
-        self.lines.last().map(String::as_str).unwrap_or("")
-    }
-}
-
 struct Raw {
     reader: BufReader<OwnedReadHalf>,
     /// `None` once handed to [`Raw::drip`].
@@ -170,22 +159,7 @@ impl Raw {
     }
 
     async fn reply(&mut self) -> Reply {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(DEADLINE, self.reader.read_line(&mut line))
-                .await
-                .expect("reply within the deadline")
-                .expect("read reply");
-            assert!(n > 0, "connection closed; reply so far: {lines:?}");
-            let line = line.trim_end().to_string();
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line);
-            if !more {
-                break;
-            }
-        }
-        Reply { code: lines[0][..3].parse().expect("reply code"), lines }
+        read_reply(&mut self.reader).await
     }
 
     async fn cmd(&mut self, line: &str) -> Reply {

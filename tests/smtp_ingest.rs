@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use support::baton::{Baton, DEADLINE, KEY};
 use support::certs::TestCert;
 use support::mock_smtp::MockSmtp;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use support::smtp_reply::{Reply, read_reply};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -110,21 +111,6 @@ fn after_received(eml: &str) -> &str {
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
-#[derive(Debug)]
-struct Reply {
-    code: u16,
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn last(&self) -> &str {
-        self.lines.last().map(String::as_str).unwrap_or("")
-    }
-    fn has(&self, text: &str) -> bool {
-        self.lines.iter().any(|l| l.get(4..) == Some(text))
-    }
-}
-
 struct Raw {
     stream: BufReader<Box<dyn Conn>>,
 }
@@ -159,22 +145,7 @@ impl Raw {
     }
 
     async fn reply(&mut self) -> Reply {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(DEADLINE, self.stream.read_line(&mut line))
-                .await
-                .expect("reply within the deadline")
-                .expect("read reply");
-            assert!(n > 0, "connection closed; reply so far: {lines:?}");
-            let line = line.trim_end().to_string();
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line);
-            if !more {
-                break;
-            }
-        }
-        Reply { code: lines[0][..3].parse().expect("reply code"), lines }
+        read_reply(&mut self.stream).await
     }
 
     async fn cmd(&mut self, line: &str) -> Reply {

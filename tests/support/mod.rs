@@ -5,3 +5,4 @@ pub mod mock_http;
 pub mod mock_smtp;
 pub mod process;
 pub mod sdk;
+pub mod smtp_reply;
