@@ -21,7 +21,8 @@
 # Load: Postfix's smtp-source, 20 parallel sessions, 1 KB message bodies (-l 1024), N messages,
 #   (a) sessions kept open (-d: next message on the same connection), and
 #   (b) one connection per message (connect, HELO, MAIL, RCPT, DATA, QUIT).
-# Rate = N / wall-clock time of smtp-source, which exits after the last `250` to DATA.
+# Rate = N / wall-clock time of smtp-source, which exits after the last `250` to DATA ("ingest");
+# end to end = N / time from the start until the relay's queue is empty (everything delivered).
 #
 # Needs root (Postfix's master runs as root) and smtp-source/smtp-sink/postfix: when missing,
 # the Debian package postfix is installed (apt-get, non-interactive). The system's own Postfix
@@ -209,7 +210,8 @@ wait_port "$DOWN_PORT"
 wait_port "$POSTFIX_PORT"
 
 # ---- one measurement -------------------------------------------------------------------------
-# run TARGET MODE: sets RATE (msg/s), BATON_CORES and MACHINE_CORES (CPU used during the run).
+# run TARGET MODE: sets RATE (msg/s taken in), E2E (msg/s delivered: messages ÷ time from the
+# start to an empty queue), BATON_CORES and MACHINE_CORES (CPU used while taking in).
 # Not called in a subshell: it starts Baton and must keep BATON_PID.
 run() {
     local target=$1 mode=$2 port keep=()
@@ -239,13 +241,19 @@ run() {
             /^baton_spool_commit_batch_size_sum/ {b = $2}
             END { if (n > 0) printf "   spool: %d commits, %.1f writes/commit, %.2f ms/commit", n, b / n, 1000 * d / n }')
     fi
-    # Let the relays finish delivering this round before the next measurement starts.
+    # End to end: until the relay has delivered everything (its queue is empty), polled every
+    # 50 ms. smtp-sink delivers nothing: its end to end is its ingest. This also keeps one
+    # round's deliveries from running into the next measurement.
+    local t2=$t1
     if [ "$target" = postfix-relay ]; then
-        for _ in $(seq 1 1200); do [ "$(postfix_queue)" -eq 0 ] && break; sleep 0.1; done
+        for _ in $(seq 1 2400); do [ "$(postfix_queue)" -eq 0 ] && break; sleep 0.05; done
+        t2=$(date +%s%N)
     fi
     if [ "$target" = baton ]; then
-        for _ in $(seq 1 1200); do [ "$(baton_queue)" -eq 0 ] && break; sleep 0.1; done
+        for _ in $(seq 1 2400); do [ "$(baton_queue)" -eq 0 ] && break; sleep 0.05; done
+        t2=$(date +%s%N)
     fi
+    E2E=$(awk -v n="$MESSAGES" -v ns=$((t2 - t0)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
 }
 
 say "# Baton SMTP ingest benchmark, $STAMP"
@@ -260,26 +268,32 @@ say ""
 echo "== warm-up"
 for target in smtp-sink postfix-relay baton; do run "$target" session >/dev/null; done
 
-declare -A RATES
+declare -A RATES E2ES
 for mode in session connection; do
     for round in $(seq 1 "$ROUNDS"); do
         for target in smtp-sink postfix-relay baton; do
             run "$target" "$mode"
             RATES[$mode.$target]+="$RATE "
-            say "$(printf '%-10s round %d  %-14s %7s msg/s   baton %4s cores   machine %4s cores' "$mode" "$round" "$target" "$RATE" "$BATON_CORES" "$MACHINE_CORES")$SPOOL_STATS"
+            E2ES[$mode.$target]+="$E2E "
+            say "$(printf '%-10s round %d  %-14s in %6s msg/s  end to end %6s msg/s   baton %4s cores   machine %4s cores' "$mode" "$round" "$target" "$RATE" "$E2E" "$BATON_CORES" "$MACHINE_CORES")$SPOOL_STATS"
         done
     done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 say ""
-say "median msg/s      smtp-sink  postfix-relay     baton   baton/postfix  baton/sink"
+say "median msg/s                 smtp-sink  postfix-relay     baton   baton/postfix  baton/sink"
 for mode in session connection; do
     sink=$(echo "${RATES[$mode.smtp-sink]}" | median)
-    pf=$(echo "${RATES[$mode.postfix-relay]}" | median)
-    bt=$(echo "${RATES[$mode.baton]}" | median)
-    say "$(awk -v m="$mode" -v s="$sink" -v p="$pf" -v b="$bt" \
-        'BEGIN { printf "%-15s %11d %14d %9d %14.1fx %10.0f%%", m, s, p, b, b / p, 100 * b / s }')"
+    for what in in e2e; do
+        if [ $what = in ]; then
+            pf=$(echo "${RATES[$mode.postfix-relay]}" | median); bt=$(echo "${RATES[$mode.baton]}" | median)
+        else
+            pf=$(echo "${E2ES[$mode.postfix-relay]}" | median); bt=$(echo "${E2ES[$mode.baton]}" | median)
+        fi
+        say "$(awk -v m="$mode" -v w="$what" -v s="$sink" -v p="$pf" -v b="$bt" \
+            'BEGIN { printf "%-10s %-15s %11d %14d %9d %14.1fx %10.0f%%", m, (w == "in" ? "ingest" : "end to end"), s, p, b, b / p, 100 * b / s }')"
+    done
 done
 say ""
 say "(session = -d, 20 connections kept open; connection = a new connection per message)"

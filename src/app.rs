@@ -27,6 +27,8 @@ pub enum StartError {
     Spool(#[from] crate::spool::OpenError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen { what: &'static str, addr: String, source: std::io::Error },
+    #[error("cannot start the delivery threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A running Baton.
@@ -192,7 +194,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
             smtp_tasks.push(tokio::spawn(serve));
         }
     }
-    let dispatcher = tokio::spawn(delivery::run(shared.clone(), stop.clone(), grace));
+    let delivery_threads = delivery::Threads::start().map_err(StartError::Threads)?;
+    let dispatcher = delivery_threads.spawn(delivery::run(shared.clone(), stop.clone(), grace));
     let sweeper = tokio::spawn(sweep_completed(spool.clone(), retention, runtime.clone(), stop.clone()));
     let prober = tokio::spawn(health::probe::run(runtime.clone(), health.clone(), stop.clone()));
     let (silenced_tx, silenced_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -239,6 +242,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
             tracing::warn!("HTTP connections still open after the grace period; closing them");
         }
         let _ = dispatcher.await;
+        drop(delivery_threads);
         sweeper.abort();
         prober.abort();
         canaries.abort();

@@ -31,7 +31,15 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+/// Lines waiting for the log thread before a logging call waits for room (never dropped).
+const LOG_BUFFERED_LINES: usize = 65_536;
+
+/// Logs go to stderr through a thread of their own (tracing-appender), which writes every line
+/// waiting in one `write(2)`: at thousands of messages a second, one syscall per line on the
+/// async workers cost about a tenth of Baton's CPU (docs/benchmarks.md). No line is dropped: a
+/// full buffer makes the logging call wait. The guard flushes what is left when `main` returns;
+/// a SIGKILL loses only lines not yet written, milliseconds' worth.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // async-imap logs every IMAP command at trace level, the canary mailbox's LOGIN and
@@ -39,10 +47,15 @@ fn init_logging(format: LogFormat) {
         .add_directive("async_imap=info".parse().expect("a valid directive"))
         .add_directive("imap_proto=info".parse().expect("a valid directive"));
     use std::io::IsTerminal;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_BUFFERED_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -51,6 +64,7 @@ fn init_logging(format: LogFormat) {
     // supervisor's log shows it in place. Panics the spool catches (redb on a damaged file)
     // are logged here too, before the spool turns them into a clear error.
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+    guard
 }
 
 fn print_problems(err: &ConfigError) {
@@ -89,7 +103,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve => {
-            init_logging(cli.log_format);
+            let _log = init_logging(cli.log_format);
             let loaded = match config::load(&cli.config) {
                 Ok(l) => l,
                 Err(e) => {

@@ -1,5 +1,5 @@
 //! Delivery: takes due messages off the queue and runs a delivery pass for each, at most
-//! `delivery.concurrency` at a time.
+//! `delivery.concurrency` at a time, on threads of its own ([`Threads`]).
 
 mod pass;
 pub mod queue;
@@ -12,6 +12,47 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// The threads delivery passes run on: a tokio runtime of their own, beside the one that serves
+/// HTTP and SMTP.
+///
+/// A pass is a chain of short waits (the provider's replies, the spool commit). On the runtime
+/// that also serves the ingest connections, each wake-up queued behind every request being
+/// handled: under full HTTP load a provider round trip took about 2 ms, a send about 7 ms, and
+/// delivery fell to a fifth of the ingest rate (docs/benchmarks.md, "Pipeline"). On threads of
+/// its own, the kernel's scheduler shares the cores between taking mail in and sending it out,
+/// and a delivery thread woken by a reply runs at once.
+pub struct Threads(Option<tokio::runtime::Runtime>);
+
+impl Threads {
+    pub fn start() -> std::io::Result<Threads> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("delivery")
+            .enable_all()
+            .build()?;
+        Ok(Threads(Some(runtime)))
+    }
+
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.as_ref().expect("running until dropped").spawn(task)
+    }
+}
+
+impl Drop for Threads {
+    /// Stops the threads without waiting (allowed from async code, unlike dropping a runtime):
+    /// by then delivery has finished or been abandoned (see [`run`]).
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
 
 /// Runs until `stop` is cancelled, then waits up to `grace` for passes under way. Passes still
 /// running after that are abandoned: their messages stay pending in the spool and are picked up

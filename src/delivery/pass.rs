@@ -80,10 +80,15 @@ async fn load_record(shared: &Shared, id: &str) -> Loaded {
 
 /// Runs one delivery pass for message `id` and decides what happens to it next.
 pub async fn deliver(shared: &Shared, id: &str) {
-    let mut record = match load_record(shared, id).await {
-        Loaded::Ready(r) => *r,
-        Loaded::Gone => return shared.queue.finish(id),
-        Loaded::Unreadable => return shared.queue.schedule(id, now_ms() + 30_000, now_ms()),
+    // A message's first pass usually starts from the record and body ingest committed, still
+    // in memory; later passes (and a first one behind a long queue) read the spool.
+    let (mut record, kept_body) = match shared.queue.take_hot(id) {
+        Some(hot) => (hot.record, Some(hot.body)),
+        None => match load_record(shared, id).await {
+            Loaded::Ready(r) => (*r, None),
+            Loaded::Gone => return shared.queue.finish(id),
+            Loaded::Unreadable => return shared.queue.schedule(id, now_ms() + 30_000, now_ms()),
+        },
     };
     let runtime = shared.runtime.load_full();
     let config = &runtime.config;
@@ -114,7 +119,11 @@ pub async fn deliver(shared: &Shared, id: &str) {
     if !spool_writable(shared, id).await {
         return shared.queue.schedule(id, record.next_attempt_ms, record.created_ms);
     }
-    let body = match load(shared, id, |s, k| s.body(k)).await {
+    let read = match kept_body {
+        Some(body) => Ok(Some(body)),
+        None => load(shared, id, |s, k| s.body(k)).await,
+    };
+    let body = match read {
         Ok(Some(body)) => body,
         Ok(None) => {
             tracing::error!(message_id = id, "spooled message has no body; failing it");

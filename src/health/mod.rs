@@ -25,6 +25,7 @@ pub mod canary;
 pub mod mailbox;
 pub mod probe;
 pub mod saved;
+mod window;
 
 use crate::config::{Config, HealthSettings};
 use crate::metrics::Metrics;
@@ -33,7 +34,7 @@ use crate::spool::record::now_ms;
 use dashmap::DashMap;
 use saved::{SavedBlock, SavedHealth};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -187,8 +188,8 @@ struct Inner {
     since_ms: u64,
     reason: String,
     consecutive_failures: u32,
-    /// (when, failed) of recent attempts that count for health.
-    window: VecDeque<(Instant, bool)>,
+    /// Recent attempts that count for health, and how many failed.
+    window: window::Window,
     /// Current cooldown of the open circuit.
     open_for: Duration,
     /// Open: earliest trial; rate_limited: end of the back-off; suspended: end of the cooldown.
@@ -212,7 +213,7 @@ impl Inner {
             since_ms: now_ms(),
             reason: String::new(),
             consecutive_failures: 0,
-            window: VecDeque::new(),
+            window: window::Window::default(),
             available_at: None,
             trial_started: None,
             last_probe: None,
@@ -223,15 +224,11 @@ impl Inner {
     }
 
     fn prune(&mut self, now: Instant) {
-        while self.window.front().is_some_and(|(at, _)| now.duration_since(*at) > self.settings.window) {
-            self.window.pop_front();
-        }
+        self.window.prune(now, self.settings.window);
     }
 
     fn failure_ratio(&self) -> (f64, usize) {
-        let total = self.window.len();
-        let failed = self.window.iter().filter(|(_, f)| *f).count();
-        if total == 0 { (0.0, 0) } else { (failed as f64 / total as f64, total) }
+        self.window.failure_ratio()
     }
 
     fn trial_in_flight(&self, now: Instant) -> bool {
@@ -484,7 +481,7 @@ impl Health {
             OutcomeClass::Transient | OutcomeClass::RateLimited | OutcomeClass::Account => Some(true),
         };
         if let Some(f) = failed {
-            inner.window.push_back((now, f));
+            inner.window.push(now, inner.settings.window, f);
         }
         if matches!(inner.state, ProviderState::Drained | ProviderState::Silent) {
             return; // the operator, or a canary read back, decides when it comes back

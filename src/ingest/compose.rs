@@ -68,6 +68,14 @@ pub struct SendRequest {
 }
 
 impl SendRequest {
+    /// About how many bytes of content the request carries (text, HTML, attachments, raw
+    /// message): what composing it costs, roughly.
+    pub fn content_len(&self) -> usize {
+        let text = self.text.as_ref().map_or(0, String::len) + self.html.as_ref().map_or(0, String::len);
+        let attached: usize = self.attachments.iter().map(|a| a.content_base64.len()).sum();
+        text + attached + self.raw_base64.as_ref().map_or(0, String::len)
+    }
+
     /// A request for a raw message, kept byte for byte: `from` and `to` are the envelope (the
     /// provider-compatible APIs' raw sends: Mandrill send-raw, SES Raw, Mailgun messages.mime).
     pub fn raw(from: String, to: Vec<AddressInput>, raw: &[u8]) -> SendRequest {

@@ -97,12 +97,15 @@ pub async fn accept(
         redelivered_from: None,
     };
     let request = idempotency.map(|i| i.request);
-    match shared.spool.insert(&record, message.body, request).await {
+    let body = bytes::Bytes::from(message.body);
+    match shared.spool.insert(&record, body.clone(), request).await {
         Ok(Inserted::New) => {
             shared.metrics.messages_received.with_label_values(&[ingress.as_str(), client]).inc();
             tracing::info!(message_id = %record.id, client, ingress = ingress.as_str(), recipients = record.recipients.len(), size = record.size, "message accepted");
-            shared.queue.schedule(&record.id, record.next_attempt_ms, record.created_ms);
-            Ok((record.id, true))
+            let id = record.id.clone();
+            // Committed: the first delivery pass may start from these very bytes.
+            shared.queue.schedule_hot(record, body);
+            Ok((id, true))
         }
         Ok(Inserted::Existing(existing)) => {
             tracing::info!(message_id = %existing, client, "idempotency key reused: returning the earlier message");

@@ -277,21 +277,29 @@ pub async fn prepare(shared: &Shared, client: &Client, request: impl Into<Submis
     }
 }
 
+/// Requests with up to this much content are composed on the async worker (tens of µs).
+const COMPOSE_IN_PLACE_BYTES: usize = 16 * 1024;
+
 /// Composes and checks one message for `client`.
 async fn prepare_composed(shared: &Shared, client: &Client, request: SendRequest) -> Result<Prepared, Refusal> {
     let runtime = shared.runtime.load_full();
     let server = &runtime.config.server;
     let id = new_message_id();
-    // Decoding and building a message of up to max_message_size is CPU work: off the async
-    // workers, so admin, SMTP and delivery stay responsive meanwhile.
-    let (message_id, hostname) = (id.clone(), server.hostname.clone());
+    // Decoding and building a large message is CPU work: off the async workers, so admin,
+    // SMTP and delivery stay responsive meanwhile. A small one is built in place: handing it
+    // to another thread would cost more than building it.
     let (max_size, max_recipients) = (server.max_message_size.0, server.max_recipients);
-    let built = tokio::task::spawn_blocking(move || compose(request, &message_id, &hostname, max_size, max_recipients))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "message composition failed");
-            count(shared, Refusal::Internal)
-        })?;
+    let built = if request.content_len() <= COMPOSE_IN_PLACE_BYTES {
+        compose(request, &id, &server.hostname, max_size, max_recipients)
+    } else {
+        let (message_id, hostname) = (id.clone(), server.hostname.clone());
+        tokio::task::spawn_blocking(move || compose(request, &message_id, &hostname, max_size, max_recipients))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "message composition failed");
+                count(shared, Refusal::Internal)
+            })?
+    };
     let composed = built.map_err(|e| {
         count(
             shared,

@@ -167,7 +167,7 @@ impl Spool {
     pub async fn insert(
         &self,
         record: &MessageRecord,
-        body: Vec<u8>,
+        body: bytes::Bytes,
         request: Option<String>,
     ) -> Result<Inserted, SpoolError> {
         if let Some(refused) = self.condition().refusal() {
@@ -232,11 +232,11 @@ impl Spool {
     }
 
     /// Reads a message's body (blocking).
-    pub fn body(&self, id: &str) -> Result<Option<Vec<u8>>, SpoolError> {
+    pub fn body(&self, id: &str) -> Result<Option<bytes::Bytes>, SpoolError> {
         let db = self.store.db()?;
         let txn = db.begin_read().map_err(storage)?;
         let table = txn.open_table(BODY).map_err(storage)?;
-        Ok(table.get(id).map_err(storage)?.map(|v| v.value().to_vec()))
+        Ok(table.get(id).map_err(storage)?.map(|v| bytes::Bytes::copy_from_slice(v.value())))
     }
 
     /// Bytes of message data waiting for delivery.

@@ -37,7 +37,8 @@ pub(super) enum Op {
     Insert {
         id: String,
         meta: Vec<u8>,
-        body: Vec<u8>,
+        /// Shared with the delivery queue, which may send the message from memory.
+        body: bytes::Bytes,
         /// (idempotency entry, request fingerprint).
         idempotency: Option<(String, Option<String>)>,
         reply: oneshot::Sender<Result<Inserted, SpoolError>>,
@@ -430,7 +431,7 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, redb::Error> {
                         idem.insert(key.as_str(), value.as_str())?;
                     }
                     meta.insert(id.as_str(), m.as_slice())?;
-                    body_table.insert(id.as_str(), body.as_slice())?;
+                    body_table.insert(id.as_str(), body.as_ref())?;
                     done.push(Done::Inserted(Inserted::New));
                 }
                 Op::Update { id, meta: m, delete_body, .. } => {

@@ -162,7 +162,7 @@ pub const RAW_UTF8: &[u8] = "From: App <app@example.com>\r\nTo: Alice <alice@exa
 
 /// The spooled body of a message that is still pending.
 pub fn spooled_body(baton: &Baton, id: &str) -> Vec<u8> {
-    baton.shared().spool.body(id).expect("spool readable").expect("body still spooled")
+    baton.shared().spool.body(id).expect("spool readable").expect("body still spooled").to_vec()
 }
 
 /// The adapter for one provider `table` (TOML with its `type`), built as Baton builds it.
