@@ -10,9 +10,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-/// Most bytes of accepted messages kept in memory for their first pass (about 25,000 1 KB
-/// messages: seconds of backlog at full speed). Past it, passes read from the spool.
-pub const HOT_BYTES: usize = 32 * 1024 * 1024;
+/// Most bytes of accepted messages kept in memory for their first pass (about 9,000 1 KB
+/// messages: a second of backlog at full speed). Past it, passes read from the spool. At 32 MiB
+/// the RSS of a busy Baton reached the 150 MB budget (docs/benchmarks.md).
+pub const HOT_BYTES: usize = 16 * 1024 * 1024;
 /// What a kept record costs besides its body (struct, strings, map entry), roughly.
 const HOT_RECORD_OVERHEAD: usize = 512;
 
