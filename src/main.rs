@@ -32,7 +32,7 @@ enum LogFormat {
 }
 
 /// Lines waiting for the log thread before a logging call waits for room (never dropped).
-const LOG_BUFFERED_LINES: usize = 65_536;
+const LOG_BUFFERED_LINES: usize = 16_384;
 
 /// Logs go to stderr through a thread of their own (tracing-appender), which writes every line
 /// waiting in one `write(2)`: at thousands of messages a second, one syscall per line on the
