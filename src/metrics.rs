@@ -29,6 +29,7 @@ pub struct Metrics {
     pub queue_messages: IntGaugeVec,
     pub queue_oldest_age: IntGauge,
     pub spool_bytes: IntGauge,
+    pub queue_kept_bytes: IntGauge,
     pub spool_commit_duration: Histogram,
     pub spool_commit_batch_size: Histogram,
     pub delivery_latency: HistogramVec,
@@ -206,6 +207,12 @@ impl Metrics {
         let spool_bytes =
             IntGauge::new("baton_spool_bytes", "Bytes of message data waiting in the spool").expect("valid metric");
         registry.register(Box::new(spool_bytes.clone())).expect("unique metric");
+        let queue_kept_bytes = IntGauge::new(
+            "baton_queue_kept_bytes",
+            "Memory held by just-accepted messages kept for their first delivery pass (at most 16 MiB)",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(queue_kept_bytes.clone())).expect("unique metric");
         let spool_commit_duration = Histogram::with_opts(
             HistogramOpts::new("baton_spool_commit_duration_seconds", "Duration of one spool commit (with fsync)")
                 .buckets(commit_buckets),
@@ -424,6 +431,7 @@ impl Metrics {
             queue_messages,
             queue_oldest_age,
             spool_bytes,
+            queue_kept_bytes,
             spool_commit_duration,
             spool_commit_batch_size,
             build_info,

@@ -381,6 +381,7 @@ async fn series_exist_at_zero_from_the_start() {
         key("baton_queue_messages", &[("state", "in_flight")]),
         key("baton_queue_oldest_message_age_seconds", &[]),
         key("baton_spool_bytes", &[]),
+        key("baton_queue_kept_bytes", &[]),
         key("baton_config_reloads_total", &[("result", "success")]),
         key("baton_config_reloads_total", &[("result", "failure")]),
     ];

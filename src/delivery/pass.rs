@@ -57,17 +57,22 @@ enum Loaded {
 /// almost always cached (microseconds); handing it to the blocking pool cost more than the
 /// read, twice per pass (measured: about a third less delivered under load). This runs on
 /// delivery's own threads (`delivery::Threads`), so a read that does wait for the disk holds
-/// up other passes for that long, never ingest.
-async fn load<T>(
+/// up other passes for that long, never ingest. A storage-engine panic (a damaged page) is an
+/// error like any other: the message is tried again later, not left in flight.
+fn load<T>(
     shared: &Shared,
     id: &str,
     read: impl FnOnce(&crate::spool::Spool, &str) -> Result<Option<T>, crate::spool::SpoolError>,
 ) -> Result<Option<T>, String> {
-    read(&shared.spool, id).map_err(|e| e.to_string())
+    let spool = &shared.spool;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(spool, id))) {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(_) => Err("the storage engine panicked reading the spool".to_string()),
+    }
 }
 
-async fn load_record(shared: &Shared, id: &str) -> Loaded {
-    match load(shared, id, |s, k| s.get(k)).await {
+fn load_record(shared: &Shared, id: &str) -> Loaded {
+    match load(shared, id, |s, k| s.get(k)) {
         Ok(Some(r)) if !r.status.is_final() => Loaded::Ready(Box::new(r)),
         Ok(_) => Loaded::Gone,
         Err(e) => {
@@ -83,7 +88,7 @@ pub async fn deliver(shared: &Shared, id: &str) {
     // in memory; later passes (and a first one behind a long queue) read the spool.
     let (mut record, kept_body) = match shared.queue.take_hot(id) {
         Some(hot) => (hot.record, Some(hot.body)),
-        None => match load_record(shared, id).await {
+        None => match load_record(shared, id) {
             Loaded::Ready(r) => (*r, None),
             Loaded::Gone => return shared.queue.finish(id),
             Loaded::Unreadable => return shared.queue.schedule(id, now_ms() + 30_000, now_ms()),
@@ -120,7 +125,7 @@ pub async fn deliver(shared: &Shared, id: &str) {
     }
     let read = match kept_body {
         Some(body) => Ok(Some(body)),
-        None => load(shared, id, |s, k| s.body(k)).await,
+        None => load(shared, id, |s, k| s.body(k)),
     };
     let body = match read {
         Ok(Some(body)) => body,

@@ -193,4 +193,44 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.stats(100).oldest_created_ms, None);
     }
+
+    fn accepted(id: &str, body_len: usize) -> (MessageRecord, Bytes) {
+        let record = serde_json::from_value(serde_json::json!({
+            "id": id, "client": "app", "ingress": "http", "mail_from": "a@example.com",
+            "recipients": [{"email": "b@example.net", "status": "pending"}],
+            "created_ms": 1, "next_attempt_ms": 1, "status": "queued", "size": body_len,
+        }))
+        .unwrap();
+        (record, Bytes::from(vec![b'x'; body_len]))
+    }
+
+    #[test]
+    fn a_kept_message_serves_its_first_pass_only_and_within_the_budget() {
+        let q = Queue::default();
+        let (record, body) = accepted("a", 1000);
+        q.schedule_hot(record, body);
+        assert_eq!(q.hot_bytes(), 1000 + HOT_RECORD_OVERHEAD);
+        assert_eq!(&*q.take_due(5).unwrap(), "a");
+        let hot = q.take_hot("a").expect("kept for the first pass");
+        assert_eq!((hot.record.id.as_str(), hot.body.len()), ("a", 1000));
+        assert!(q.take_hot("a").is_none(), "taken once");
+        assert_eq!(q.hot_bytes(), 0);
+
+        // Rescheduling or finishing drops what was kept: later passes read the spool.
+        let (record, body) = accepted("b", 10);
+        q.schedule_hot(record, body);
+        q.schedule("b", 50, 1);
+        assert!(q.take_hot("b").is_none());
+        let (record, body) = accepted("c", 10);
+        q.schedule_hot(record, body);
+        q.finish("c");
+        assert_eq!(q.hot_bytes(), 0);
+
+        // Past the budget a message is still queued, just not kept.
+        let (record, body) = accepted("big", HOT_BYTES);
+        q.schedule_hot(record, body);
+        assert_eq!(q.hot_bytes(), 0);
+        assert!(q.take_hot("big").is_none());
+        assert_eq!(q.len(), 3, "a in flight, b waiting for its retry, big waiting");
+    }
 }

@@ -220,7 +220,8 @@ impl Spool {
         rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 
-    /// Reads a message record (blocking; call from `spawn_blocking` on hot paths).
+    /// Reads a message record (blocking: a point read, microseconds when the page is cached;
+    /// off the async workers that serve clients, see `delivery::pass::load`).
     pub fn get(&self, id: &str) -> Result<Option<MessageRecord>, SpoolError> {
         let db = self.store.db()?;
         let txn = db.begin_read().map_err(storage)?;
