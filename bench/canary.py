@@ -25,18 +25,12 @@ import tempfile
 import time
 import urllib.request
 
+from promstat import free_port  # bench/ is the script's directory, so on sys.path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
 USER, PASSWORD = "canary@canary.example.com", "canary-bench-secret-01"
 LDA = "/usr/lib/dovecot/dovecot-lda"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_dovecot(work):

@@ -38,6 +38,8 @@ import threading
 import time
 import urllib.request
 
+from promstat import free_port  # bench/ is the script's directory, so on sys.path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
@@ -50,14 +52,6 @@ KEY = "bench-key-0123456789abcdef"
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 BATON = os.path.join(TARGET, "release", "baton")
 LOADGEN = os.path.join(TARGET, "release", "examples", "loadgen")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_for(what, check, timeout=30):

@@ -17,6 +17,15 @@ import socket
 import sys
 
 
+def free_port():
+    """A free TCP port on 127.0.0.1 (also imported by bench/canary.py and bench/pipeline.py)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def samples(path):
     out = {}
     with open(path) as f:
@@ -85,10 +94,7 @@ def main():
         else:
             print("- nan nan")
     elif cmd == "freeport":
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        print(s.getsockname()[1])
-        s.close()
+        print(free_port())
     else:
         sys.exit("unknown command " + cmd)
 
