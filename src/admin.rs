@@ -53,7 +53,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     m.queue_messages.with_label_values(&["in_flight"]).set(stats.in_flight as i64);
     m.queue_oldest_age.set(stats.oldest_created_ms.map(|c| now.saturating_sub(c) / 1000).unwrap_or(0) as i64);
     m.spool_bytes.set(shared.spool.bytes() as i64);
-    m.queue_kept_bytes.set(shared.queue.hot_bytes() as i64);
+    m.queue_kept_bytes.set(shared.queue.kept_bytes() as i64);
     // Providers of each route in rotation (0: the route sends nothing until one comes back).
     let runtime = shared.runtime.load();
     let in_rotation = |p: &String| {

@@ -86,8 +86,8 @@ fn load_record(shared: &Shared, id: &str) -> Loaded {
 pub async fn deliver(shared: &Shared, id: &str) {
     // A message's first pass usually starts from the record and body ingest committed, still
     // in memory; later passes (and a first one behind a long queue) read the spool.
-    let (mut record, kept_body) = match shared.queue.take_hot(id) {
-        Some(hot) => (hot.record, Some(hot.body)),
+    let (mut record, kept_body) = match shared.queue.take_kept(id) {
+        Some(kept) => (kept.record, Some(kept.body)),
         None => match load_record(shared, id) {
             Loaded::Ready(r) => (*r, None),
             Loaded::Gone => return shared.queue.finish(id),

@@ -1,5 +1,5 @@
 //! Which spooled messages are due when. Holds ids and times (bodies and records stay on disk),
-//! so 100,000 waiting messages cost a few megabytes; and, up to [`HOT_BYTES`], the record and
+//! so 100,000 waiting messages cost a few megabytes; and, up to [`KEPT_BYTES`], the record and
 //! body of messages just accepted, so that their first delivery pass starts from memory instead
 //! of reading back from disk what ingest has just written there (the copy on disk is the same:
 //! it was committed before the message was scheduled).
@@ -13,19 +13,19 @@ use tokio::sync::Notify;
 /// Most bytes of accepted messages kept in memory for their first pass (about 9,000 1 KB
 /// messages: a second of backlog at full speed). Past it, passes read from the spool. At 32 MiB
 /// the RSS of a busy Baton reached the 150 MB budget (docs/benchmarks.md).
-pub const HOT_BYTES: usize = 16 * 1024 * 1024;
+pub const KEPT_BYTES: usize = 16 * 1024 * 1024;
 /// What a kept record costs besides its body (struct, strings, map entry), roughly.
-const HOT_RECORD_OVERHEAD: usize = 512;
+const KEPT_RECORD_OVERHEAD: usize = 512;
 
 /// A message's committed record and body, kept for its first delivery pass.
-pub struct Hot {
+pub struct Kept {
     pub record: MessageRecord,
     pub body: Bytes,
 }
 
-impl Hot {
+impl Kept {
     fn cost(&self) -> usize {
-        self.body.len() + HOT_RECORD_OVERHEAD
+        self.body.len() + KEPT_RECORD_OVERHEAD
     }
 }
 
@@ -40,16 +40,16 @@ struct State {
     /// (created ms, id) of every unfinished message, for the oldest-age gauge.
     by_created: BTreeSet<(u64, Arc<str>)>,
     /// Messages waiting for their first pass whose record and body are in memory.
-    hot: HashMap<Arc<str>, Hot>,
-    /// What `hot` holds, by [`Hot::cost`].
-    hot_bytes: usize,
+    kept: HashMap<Arc<str>, Kept>,
+    /// What `kept` holds, by [`Kept::cost`].
+    kept_bytes: usize,
 }
 
 impl State {
-    fn drop_hot(&mut self, id: &str) -> Option<Hot> {
-        let hot = self.hot.remove(id)?;
-        self.hot_bytes -= hot.cost();
-        Some(hot)
+    fn drop_kept(&mut self, id: &str) -> Option<Kept> {
+        let kept = self.kept.remove(id)?;
+        self.kept_bytes -= kept.cost();
+        Some(kept)
     }
 }
 
@@ -78,17 +78,17 @@ impl Queue {
     }
 
     /// Adds a message just accepted, keeping its committed record and body in memory for its
-    /// first pass while they fit in [`HOT_BYTES`].
-    pub fn schedule_hot(&self, record: MessageRecord, body: Bytes) {
+    /// first pass while they fit in [`KEPT_BYTES`].
+    pub fn schedule_kept(&self, record: MessageRecord, body: Bytes) {
         let (due, created) = (record.next_attempt_ms, record.created_ms);
         let id = record.id.clone();
-        self.schedule_with(&id, due, created, Some(Hot { record, body }));
+        self.schedule_with(&id, due, created, Some(Kept { record, body }));
     }
 
-    fn schedule_with(&self, id: &str, due_ms: u64, created_ms: u64, hot: Option<Hot>) {
+    fn schedule_with(&self, id: &str, due_ms: u64, created_ms: u64, kept: Option<Kept>) {
         let mut s = self.lock();
         // Whatever was kept is older than what the spool now has: never send from it.
-        s.drop_hot(id);
+        s.drop_kept(id);
         let key: Arc<str> = match s.in_flight.remove_entry(id) {
             Some((k, _)) => k,
             None => Arc::from(id),
@@ -98,9 +98,9 @@ impl Queue {
         }
         s.by_due.insert((due_ms, key.clone()));
         s.by_created.insert((created_ms, key.clone()));
-        if let Some(hot) = hot.filter(|h| s.hot_bytes + h.cost() <= HOT_BYTES) {
-            s.hot_bytes += hot.cost();
-            s.hot.insert(key, hot);
+        if let Some(kept) = kept.filter(|k| s.kept_bytes + k.cost() <= KEPT_BYTES) {
+            s.kept_bytes += kept.cost();
+            s.kept.insert(key, kept);
         }
         drop(s);
         self.notify.notify_one();
@@ -108,13 +108,13 @@ impl Queue {
 
     /// The record and body kept for `id`'s first pass, if any (taken: a later pass reads the
     /// spool, which by then holds what the first pass wrote).
-    pub fn take_hot(&self, id: &str) -> Option<Hot> {
-        self.lock().drop_hot(id)
+    pub fn take_kept(&self, id: &str) -> Option<Kept> {
+        self.lock().drop_kept(id)
     }
 
     /// Bytes of messages kept in memory for their first pass.
-    pub fn hot_bytes(&self) -> usize {
-        self.lock().hot_bytes
+    pub fn kept_bytes(&self) -> usize {
+        self.lock().kept_bytes
     }
 
     /// Takes the next due message (marking it in flight), or tells when the next one is due.
@@ -135,7 +135,7 @@ impl Queue {
     /// The message is finished (or gone): forget it.
     pub fn finish(&self, id: &str) {
         let mut s = self.lock();
-        s.drop_hot(id);
+        s.drop_kept(id);
         let created = s.in_flight.remove(id).or_else(|| {
             let (due, created) = s.waiting.remove(id)?;
             s.by_due.remove(&(due, Arc::from(id)));
@@ -208,29 +208,29 @@ mod tests {
     fn a_kept_message_serves_its_first_pass_only_and_within_the_budget() {
         let q = Queue::default();
         let (record, body) = accepted("a", 1000);
-        q.schedule_hot(record, body);
-        assert_eq!(q.hot_bytes(), 1000 + HOT_RECORD_OVERHEAD);
+        q.schedule_kept(record, body);
+        assert_eq!(q.kept_bytes(), 1000 + KEPT_RECORD_OVERHEAD);
         assert_eq!(&*q.take_due(5).unwrap(), "a");
-        let hot = q.take_hot("a").expect("kept for the first pass");
-        assert_eq!((hot.record.id.as_str(), hot.body.len()), ("a", 1000));
-        assert!(q.take_hot("a").is_none(), "taken once");
-        assert_eq!(q.hot_bytes(), 0);
+        let kept = q.take_kept("a").expect("kept for the first pass");
+        assert_eq!((kept.record.id.as_str(), kept.body.len()), ("a", 1000));
+        assert!(q.take_kept("a").is_none(), "taken once");
+        assert_eq!(q.kept_bytes(), 0);
 
         // Rescheduling or finishing drops what was kept: later passes read the spool.
         let (record, body) = accepted("b", 10);
-        q.schedule_hot(record, body);
+        q.schedule_kept(record, body);
         q.schedule("b", 50, 1);
-        assert!(q.take_hot("b").is_none());
+        assert!(q.take_kept("b").is_none());
         let (record, body) = accepted("c", 10);
-        q.schedule_hot(record, body);
+        q.schedule_kept(record, body);
         q.finish("c");
-        assert_eq!(q.hot_bytes(), 0);
+        assert_eq!(q.kept_bytes(), 0);
 
         // Past the budget a message is still queued, just not kept.
-        let (record, body) = accepted("big", HOT_BYTES);
-        q.schedule_hot(record, body);
-        assert_eq!(q.hot_bytes(), 0);
-        assert!(q.take_hot("big").is_none());
+        let (record, body) = accepted("big", KEPT_BYTES);
+        q.schedule_kept(record, body);
+        assert_eq!(q.kept_bytes(), 0);
+        assert!(q.take_kept("big").is_none());
         assert_eq!(q.len(), 3, "a in flight, b waiting for its retry, big waiting");
     }
 }

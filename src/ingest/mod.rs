@@ -104,7 +104,7 @@ pub async fn accept(
             tracing::info!(message_id = %record.id, client, ingress = ingress.as_str(), recipients = record.recipients.len(), size = record.size, "message accepted");
             let id = record.id.clone();
             // Committed: the first delivery pass may start from these very bytes.
-            shared.queue.schedule_hot(record, body);
+            shared.queue.schedule_kept(record, body);
             Ok((id, true))
         }
         Ok(Inserted::Existing(existing)) => {
