@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod event;
 pub mod health;
 pub mod http_listener;
 pub mod ingest;
