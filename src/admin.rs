@@ -22,6 +22,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/providers/{name}/drain", post(drain))
         .route("/providers/{name}/resume", post(resume))
         .route("/reload", post(reload))
+        .merge(crate::suppression::api::admin_routes())
         .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -7,9 +7,10 @@ use crate::health::{self, Health};
 use crate::http_listener::{self, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
-use crate::shared::{Finished, Retention, Shared, save_health};
+use crate::shared::{Retention, Shared, save_health};
 use crate::spool::Spool;
 use crate::spool::record::now_ms;
+use crate::suppression::Suppressions;
 use crate::{admin, ingest};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -82,8 +83,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     for r in &recovered.pending {
         queue.schedule(&r.id, r.next_attempt_ms, r.created_ms);
     }
-    let mut completed = recovered.completed;
-    completed.sort_by_key(|(_, at, _, _)| *at);
+    let completed = recovered.completed;
     tracing::info!(pending = recovered.pending.len(), completed = completed.len(), dir = %config.spool.dir.display(), "spool opened");
 
     let http_listener = bind("server.http_listen", &config.server.http_listen).await?;
@@ -119,18 +119,14 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     }
     let health = Arc::new(health);
     let runtime = Arc::new(ArcSwap::from_pointee(runtime));
-    let retention = Arc::new(Retention::new(completed.into_iter().map(|(id, at_ms, idem, kept_bytes)| Finished {
-        at_ms,
-        id,
-        idem,
-        kept_bytes,
-    })));
+    let retention = Arc::new(Retention::new(completed));
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         runtime: runtime.clone(),
         spool: spool.clone(),
         queue,
         health: health.clone(),
+        suppressions: Arc::new(Suppressions::load(spool.clone(), metrics.clone(), recovered.suppression)),
         metrics,
         retention: retention.clone(),
         config_path: std::path::PathBuf::from(&loaded.source),
@@ -324,9 +320,7 @@ async fn sweep_completed(
         let expired = retention.take_expired(cutoff, 10_000);
         if !expired.is_empty() {
             let n = expired.len();
-            let kept: u64 = expired.iter().map(|f| f.kept_bytes).sum();
-            let entries = expired.iter().map(|f| (f.id.clone(), f.idem.clone())).collect();
-            match spool.remove(entries, kept).await {
+            match spool.remove(expired.clone()).await {
                 Ok(()) => tracing::debug!(removed = n, "finished messages removed from the spool"),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot remove finished messages; trying again later");

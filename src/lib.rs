@@ -18,4 +18,5 @@ pub mod reload;
 pub mod runtime;
 pub mod shared;
 pub mod spool;
+pub mod suppression;
 pub mod tls;

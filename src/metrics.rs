@@ -86,6 +86,14 @@ pub struct Metrics {
     /// `baton_smtp_timeouts_total{phase}`: SMTP sessions closed because input was too slow
     /// ([`SMTP_TIMEOUT_PHASES`]).
     pub smtp_timeouts: IntCounterVec,
+    /// `baton_suppressions`: entries on the suppression list.
+    pub suppressions: IntGauge,
+    /// `baton_suppressions_added_total{reason, source}`: addresses added to the suppression list,
+    /// by [`crate::event::SuppressionReason`] and [`crate::suppression::SOURCES`].
+    pub suppressions_added: IntCounterVec,
+    /// `baton_recipients_suppressed_total{client}`: recipients never handed to a provider
+    /// because they are on the suppression list.
+    pub recipients_suppressed: IntCounterVec,
 }
 
 /// Outcomes of a send request to a provider-compatible API (`baton_compat_requests_total`).
@@ -347,6 +355,19 @@ impl Metrics {
                 &["provider", "outcome"],
             ),
             recipients: counter(&registry, "baton_recipients_total", "Recipients finished", &["provider", "status"]),
+            suppressions: gauge(&registry, "baton_suppressions", "Entries on the suppression list"),
+            suppressions_added: counter(
+                &registry,
+                "baton_suppressions_added_total",
+                "Addresses added to the suppression list, by reason and source (send_answer, webhook, api)",
+                &["reason", "source"],
+            ),
+            recipients_suppressed: counter(
+                &registry,
+                "baton_recipients_suppressed_total",
+                "Recipients not handed to any provider because they are on the suppression list",
+                &["client"],
+            ),
             failovers: counter(
                 &registry,
                 "baton_failovers_total",
@@ -441,6 +462,14 @@ impl Metrics {
 
     /// Creates the series dashboards and alerts use, at 0, so panels are not empty at start.
     pub fn init_series(&self, clients: &[&str], providers: &[&str], routes: &[&str]) {
+        for reason in crate::event::SuppressionReason::ALL {
+            for source in crate::suppression::SOURCES {
+                self.suppressions_added.with_label_values(&[reason.as_str(), source]);
+            }
+        }
+        for client in clients {
+            self.recipients_suppressed.with_label_values(&[client]);
+        }
         for ingress in ["http", "smtp"] {
             for client in clients {
                 self.messages_received.with_label_values(&[ingress, client]);

@@ -1,6 +1,7 @@
 //! The vocabulary every provider answer is translated into (see `shared/providers.md`):
 //! one outcome class per attempt plus a result per recipient.
 
+pub use crate::event::RejectReason;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ pub enum RecipientResult {
     /// Final: the address is bad or suppressed.
     Rejected {
         detail: String,
+        /// Why, when the provider says (decides whether the address is suppressed).
+        reason: RejectReason,
     },
     /// Not handled by this attempt (provider failure, or a temporary per-recipient refusal).
     NotDone,

@@ -7,8 +7,9 @@ use crate::delivery::queue::Queue;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+pub use crate::spool::Finished;
+use crate::spool::Spool;
 use crate::spool::record::{MessageRecord, now_ms};
-use crate::spool::{Spool, idempotency_entry};
 use arc_swap::ArcSwap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ pub struct Shared {
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub suppressions: Arc<crate::suppression::Suppressions>,
     /// Finished messages waiting to be removed from the spool.
     pub retention: Arc<Retention>,
     /// The config file, re-read on reload.
@@ -62,17 +64,6 @@ pub struct Retention {
     list: Mutex<VecDeque<Finished>>,
 }
 
-/// One finished message the spool still holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finished {
-    pub at_ms: u64,
-    pub id: String,
-    /// Its idempotency entry, removed with it.
-    pub idem: Option<String>,
-    /// Bytes of its body when kept for re-delivery (freed when it is removed).
-    pub kept_bytes: u64,
-}
-
 impl Retention {
     /// Starts with the finished messages found in the spool at start, in completion order.
     pub fn new(completed: impl IntoIterator<Item = Finished>) -> Retention {
@@ -84,10 +75,9 @@ impl Retention {
     }
 
     pub fn push(&self, record: &MessageRecord) {
-        let idem = record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k));
-        let at_ms = record.completed_ms.unwrap_or_else(now_ms);
-        let kept_bytes = if record.body_kept { record.size } else { 0 };
-        self.list().push_back(Finished { at_ms, id: record.id.clone(), idem, kept_bytes });
+        let mut finished = Finished::of(record);
+        finished.at_ms = record.completed_ms.unwrap_or_else(now_ms);
+        self.list().push_back(finished);
     }
 
     /// Takes up to `max` messages finished at or before `cutoff` (ms).

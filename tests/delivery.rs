@@ -175,8 +175,10 @@ async fn rejected_recipient_does_not_fail_over() {
     assert_eq!(backup.commands_seen("MAIL"), 0, "a bad recipient is not a provider problem");
     assert_eq!(status["attempts"].as_array().unwrap().len(), 1);
 
-    // Only bad recipients: the message fails, still without failover.
-    let id = baton.send(message(&["bob@example.net"], "only bob")).await;
+    // Only bad recipients: the message fails, still without failover. (Another address: bob is
+    // now on the suppression list and would not be sent at all, see tests/suppression.rs.)
+    primary.reject_recipient("carol@example.net", "550 5.1.1 <carol@example.net>: User unknown");
+    let id = baton.send(message(&["carol@example.net"], "only carol")).await;
     let status = baton.wait_final(&id).await;
     assert_eq!(status["status"], "failed");
     assert_eq!(status["attempts"][0]["outcome"], "recipient_rejected");

@@ -113,7 +113,7 @@ async fn the_envelope_goes_in_one_write_when_the_relay_offers_pipelining() {
         let report = send(provider.as_ref(), &msg).await;
         assert_eq!(report.class, OutcomeClass::Accepted, "round {round}: {}", report.detail);
         assert!(matches!(report.recipients[0], RecipientResult::Delivered { .. }), "{:?}", report.recipients);
-        assert!(matches!(&report.recipients[1], RecipientResult::Rejected { detail } if detail.contains("550")));
+        assert!(matches!(&report.recipients[1], RecipientResult::Rejected { detail, .. } if detail.contains("550")));
         assert!(matches!(report.recipients[2], RecipientResult::Delivered { .. }));
     }
     let seen = seen.lock().unwrap();

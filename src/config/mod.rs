@@ -37,6 +37,50 @@ pub struct Config {
     /// End-to-end canaries through each provider, read back from a mailbox (off without it).
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
+    /// Who shares a suppression list.
+    #[serde(default)]
+    pub suppression: SuppressionConfig,
+    /// Where the app is told what happened to its mail (`[[webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[suppression]`: addresses a provider reported as bad (hard bounce, complaint, unsubscribe)
+/// are never handed to any provider again.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionConfig {
+    #[serde(default)]
+    pub scope: SuppressionScope,
+}
+
+/// `client`: each client has its own list (one app's bounce does not stop another app's
+/// mail to that address); `global`: one list for every client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SuppressionScope {
+    #[default]
+    Client,
+    Global,
+}
+
+/// `[[webhooks]]`: an app endpoint that receives Baton's events, signed per the Standard
+/// Webhooks spec.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// `whsec_<base64>`: the key events are signed with.
+    pub secret: String,
+    /// The name in metrics and logs (default: the URL's host).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Event types sent (default: all).
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Clients whose events are sent (default: all).
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
 }
 
 /// `[canary]`: a small real message through each provider on a schedule, read back over IMAP;
@@ -541,6 +585,10 @@ http_provider_config!(
     /// Mailchimp Transactional (Mandrill).
     MandrillConfig {
         api_key: String,
+        /// Key Mandrill signs its webhooks with (`X-Mandrill-Signature`).
+        webhook_key: Option<String>,
+        /// The exact URL registered in Mandrill (part of what it signs).
+        webhook_url: Option<String>,
         base_url: String = "default_mandrill_url",
     }
 );
@@ -556,6 +604,8 @@ http_provider_config!(
         configuration_set: Option<String>,
         /// Default: derived from the region.
         endpoint: Option<String>,
+        /// SNS topics whose SES notifications `/webhooks/NAME` takes (others are refused).
+        sns_topic_arns: Vec<String> = "Vec::new",
     }
 );
 
@@ -563,6 +613,8 @@ http_provider_config!(
     /// SendGrid v3.
     SendgridConfig {
         api_key: String,
+        /// The Event Webhook's verification key (base64 DER, ECDSA P-256).
+        webhook_public_key: Option<String>,
         base_url: String = "default_sendgrid_url",
     }
 );
@@ -573,6 +625,8 @@ http_provider_config!(
         api_key: String,
         domain: String,
         base_url: String = "default_mailgun_url",
+        /// The HTTP webhook signing key (Mailgun: Sending → Webhooks).
+        webhook_signing_key: Option<String>,
     }
 );
 
@@ -580,6 +634,9 @@ http_provider_config!(
     /// Postmark.
     PostmarkConfig {
         server_token: String,
+        /// HTTP Basic credentials put in the webhook URL registered in Postmark.
+        webhook_username: Option<String>,
+        webhook_password: Option<String>,
         message_stream: String = "default_postmark_stream",
         base_url: String = "default_postmark_url",
     }
@@ -589,6 +646,8 @@ http_provider_config!(
     /// Resend.
     ResendConfig {
         api_key: String,
+        /// The webhook's signing secret (`whsec_…`).
+        webhook_secret: Option<String>,
         base_url: String = "default_resend_url",
     }
 );

@@ -1,7 +1,7 @@
 //! Delivery: takes due messages off the queue and runs a delivery pass for each, at most
 //! `delivery.concurrency` at a time, on threads of its own ([`Threads`]).
 
-mod pass;
+pub mod pass;
 pub mod queue;
 pub mod redeliver;
 

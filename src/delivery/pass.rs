@@ -1,12 +1,14 @@
 //! One delivery pass over a message: try the route's providers in order for the recipients
 //! still pending, moving on at once when a provider fails; then persist and decide what next.
 
+use crate::event::{EventType, SuppressionReason};
 use crate::health::{Admission, Trial, sender_domain};
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport};
 use crate::provider::{Outbound, Provider};
 use crate::runtime::{Route, Runtime};
 use crate::shared::Shared;
-use crate::spool::record::{Attempt, MessageRecord, MessageStatus, RecipientStatus, now_ms};
+use crate::spool::record::{Attempt, MessageRecord, MessageStatus, Recipient, RecipientStatus, RecordedEvent, now_ms};
+use crate::suppression::{self, Entry};
 use std::time::{Duration, Instant};
 
 /// What the pass concluded about the message.
@@ -97,6 +99,10 @@ pub async fn deliver(shared: &Shared, id: &str) {
     let runtime = shared.runtime.load_full();
     let config = &runtime.config;
     let max_age_ms = config.spool.max_age.0.as_millis() as u64;
+    if suppress(shared, config.suppression.scope, &mut record) > 0 && !record.has_pending() {
+        let route = runtime.route_for(&record.client, &record.mail_from, record.stream.as_deref());
+        return finish(shared, record, route.map_or("", |r| r.name.as_str())).await;
+    }
     let Some(route) = runtime.route_for(&record.client, &record.mail_from, record.stream.as_deref()) else {
         tracing::error!(message_id = id, client = %record.client, "no route matches this message; retrying in 60s");
         return shared.queue.schedule(id, now_ms() + 60_000, record.created_ms);
@@ -236,6 +242,73 @@ fn fail_pending(record: &mut MessageRecord, reason: &str) {
             Some(last) => format!("{reason}; last error: {last}"),
             None => reason.to_string(),
         });
+        let detail = r.detail.clone().unwrap_or_default();
+        note(r, EventType::Failed, None, None, detail);
+    }
+}
+
+/// Adds an event to a recipient's history (up to `MAX_EVENTS`).
+pub fn note(
+    r: &mut Recipient,
+    event_type: EventType,
+    provider: Option<&str>,
+    reject_reason: Option<crate::event::RejectReason>,
+    detail: String,
+) {
+    if r.events.len() < crate::spool::record::MAX_EVENTS {
+        let provider = provider.map(str::to_string);
+        r.events.push(RecordedEvent { event_type, at_ms: now_ms(), provider, reject_reason, detail });
+    }
+}
+
+/// Marks the pending recipients that are on the suppression list as suppressed: no provider
+/// is handed them. Returns how many.
+fn suppress(shared: &Shared, scope: crate::config::SuppressionScope, record: &mut MessageRecord) -> usize {
+    if shared.suppressions.is_empty() {
+        return 0;
+    }
+    let mut count = 0;
+    let client = record.client.clone();
+    for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
+        let Some(entry) = shared.suppressions.lookup(scope, &client, &r.email) else { continue };
+        let detail = match &entry.provider {
+            Some(p) => format!("suppressed: {} reported by {p}", entry.reason.as_str()),
+            None => format!("suppressed: {}", entry.reason.as_str()),
+        };
+        r.status = RecipientStatus::Suppressed;
+        r.detail = Some(detail.clone());
+        note(r, EventType::Suppressed, entry.provider.as_deref(), None, detail);
+        count += 1;
+    }
+    if count > 0 {
+        shared.metrics.recipients_suppressed.with_label_values(&[&client]).inc_by(count as u64);
+        tracing::info!(message_id = %record.id, client = %client, recipients = count, "recipients on the suppression list are not sent");
+    }
+    count
+}
+
+/// A provider refused `email` for a reason that says the address is bad: no provider gets it
+/// again (for this client, or everyone with `scope = "global"`).
+async fn suppress_rejected(
+    shared: &Shared,
+    record: &MessageRecord,
+    email: &str,
+    reason: SuppressionReason,
+    provider: &str,
+    detail: &str,
+) {
+    let scope = shared.runtime.load().config.suppression.scope;
+    let entry = Entry {
+        email: email.to_ascii_lowercase(),
+        scope: suppression::scope_for(scope, &record.client).to_string(),
+        reason,
+        provider: Some(provider.to_string()),
+        message_id: Some(record.id.clone()),
+        at_ms: now_ms(),
+        detail: detail.to_string(),
+    };
+    if let Err(e) = shared.suppressions.add(entry, "send_answer").await {
+        tracing::error!(message_id = %record.id, error = %e, "cannot save a suppression entry");
     }
 }
 
@@ -285,6 +358,10 @@ async fn run_pass(
                         .with_label_values(&[route.name.as_str(), name.as_str(), next, skip.as_str()])
                         .inc();
                     tracing::info!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = skip.as_str(), "failover");
+                    let detail = format!("{name} → {next}: {}", skip.as_str());
+                    for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
+                        note(r, EventType::Failover, Some(name), None, detail.clone());
+                    }
                 }
                 continue;
             }
@@ -324,6 +401,7 @@ async fn run_pass(
             possible_duplicate: report.possible_duplicate || record.redelivered_from.is_some(),
         });
         let latency = now_ms().saturating_sub(record.created_ms) as f64 / 1000.0;
+        let mut suppressed = Vec::new();
         for (&idx, result) in pending.iter().zip(report.recipients) {
             let r = &mut record.recipients[idx];
             match result {
@@ -334,23 +412,36 @@ async fn run_pass(
                     r.detail = record.redelivered_from.as_ref().map(|silent| {
                         format!("re-delivered: {silent} accepted it but went silent (its canaries were lost)")
                     });
+                    note(r, EventType::Sent, Some(name), None, String::new());
                     metrics.recipients.with_label_values(&[name, "delivered"]).inc();
                     metrics.delivery_latency.with_label_values(&[&route.name, name]).observe(latency);
                 }
-                RecipientResult::Rejected { detail } => {
+                RecipientResult::Rejected { detail, reason } => {
                     r.status = RecipientStatus::Rejected;
                     r.provider = Some(name.clone());
+                    note(r, EventType::Rejected, Some(name), Some(reason), detail.clone());
+                    if let Some(why) = SuppressionReason::for_rejection(reason) {
+                        suppressed.push((r.email.clone(), why, detail.clone()));
+                    }
                     r.detail = Some(detail);
                     metrics.recipients.with_label_values(&[name, "rejected"]).inc();
                 }
                 RecipientResult::NotDone => r.detail = Some(format!("{name}: {}", report.detail)),
             }
         }
+        // Before the next provider (or the next message) is handed anything.
+        for (email, why, detail) in suppressed {
+            suppress_rejected(shared, record, &email, why, name, &detail).await;
+        }
         if record.has_pending()
             && let Some(next) = order.get(position + 1).map(|n| n.as_str())
         {
             metrics.failovers.with_label_values(&[&route.name, name, next, class]).inc();
             tracing::warn!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = class, "failover");
+            let detail = format!("{name} → {next}: {class}");
+            for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
+                note(r, EventType::Failover, Some(name), None, detail.clone());
+            }
         }
     }
     PassResult { all_bad_request: all_bad_request && last_provider.is_some(), last_provider }

@@ -5,6 +5,7 @@
 //! provider may have delivered after all), and nothing it accepted before the last confirmed
 //! canary is sent twice.
 
+use crate::event::EventType;
 use crate::health::canary::Silenced;
 use crate::outcome::OutcomeClass;
 use crate::shared::Shared;
@@ -67,6 +68,7 @@ fn reopen(record: &mut MessageRecord, s: &Silenced) -> bool {
         if r.status == RecipientStatus::Delivered && r.provider.as_deref() == Some(s.provider.as_str()) {
             r.status = RecipientStatus::Pending;
             r.detail = Some(detail.clone());
+            super::pass::note(r, EventType::Redelivered, Some(&s.provider), None, detail.clone());
             any = true;
         }
     }

@@ -19,7 +19,10 @@ use std::time::{Duration, UNIX_EPOCH};
 pub fn router(shared: Arc<Shared>) -> Router {
     let budget = BodyBudget::new(shared.runtime.load().config.server.http_max_inflight_bytes.0);
     let apis = shared.runtime.load().config.server.compatible_apis.clone();
-    let mut router = Router::new().route("/v1/messages", post(send)).route("/v1/messages/{id}", get(status));
+    let mut router = Router::new()
+        .route("/v1/messages", post(send))
+        .route("/v1/messages/{id}", get(status))
+        .merge(crate::suppression::api::client_routes());
     // Provider-compatible APIs (`server.compatible_apis`), on their own root paths.
     for api in super::compat::APIS {
         if apis.iter().any(|a| a == api) {
@@ -33,14 +36,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// An API error: `{"error": {"code", "message"}}`.
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
 }
@@ -62,7 +65,7 @@ fn reject(shared: &Shared, reason: &str, err: ApiError) -> ApiError {
 }
 
 /// The client whose API key is in `Authorization: Bearer <key>`.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, ApiError> {
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, ApiError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -144,6 +147,7 @@ pub fn status_json(r: &MessageRecord) -> serde_json::Value {
             "provider": rc.provider,
             "provider_message_id": rc.provider_message_id,
             "detail": rc.detail,
+            "events": events_json(r, rc),
         })).collect::<Vec<_>>(),
         "attempts": r.attempts.iter().map(|a| json!({
             "at": rfc3339(a.at_ms),
@@ -154,6 +158,19 @@ pub fn status_json(r: &MessageRecord) -> serde_json::Value {
             "possible_duplicate": a.possible_duplicate,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A recipient's events, oldest first; `accepted` (when Baton took the message) is not stored.
+fn events_json(r: &MessageRecord, rc: &crate::spool::record::Recipient) -> Vec<serde_json::Value> {
+    let accepted = json!({"type": "accepted", "at": rfc3339(r.created_ms), "provider": null, "detail": ""});
+    let stored = rc.events.iter().map(|e| {
+        let mut v = json!({"type": e.event_type, "at": rfc3339(e.at_ms), "provider": e.provider, "detail": e.detail});
+        if let Some(reason) = e.reject_reason {
+            v["reject_reason"] = json!(reason);
+        }
+        v
+    });
+    std::iter::once(accepted).chain(stored).collect()
 }
 
 async fn status(

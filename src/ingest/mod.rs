@@ -10,7 +10,7 @@ pub mod smtp;
 pub mod submit;
 
 use crate::shared::Shared;
-use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, RecipientStatus, now_ms};
+use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, now_ms};
 use crate::spool::{Inserted, SpoolError};
 use compose::Composed;
 
@@ -70,17 +70,7 @@ pub async fn accept(
         client: client.to_string(),
         ingress,
         mail_from: message.mail_from,
-        recipients: message
-            .recipients
-            .into_iter()
-            .map(|email| Recipient {
-                email,
-                status: RecipientStatus::Pending,
-                provider: None,
-                provider_message_id: None,
-                detail: None,
-            })
-            .collect(),
+        recipients: message.recipients.into_iter().map(Recipient::new).collect(),
         attempts: Vec::new(),
         stream: message.stream,
         tags: message.tags,

@@ -18,7 +18,7 @@ use super::redact::Secrets;
 use super::{Outbound, Provider, probe_failure};
 use crate::config::MandrillConfig;
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use crate::outcome::{OutcomeClass, RecipientResult, RejectReason, SendReport, truncate_detail};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -39,6 +39,17 @@ const SENDER_REJECTIONS: [(&str, OutcomeClass); 3] = [
     ("invalid-sender", OutcomeClass::Account),
     ("unsigned", OutcomeClass::SenderUnverified),
     ("test-mode-limit", OutcomeClass::Account),
+];
+
+/// What each recipient `reject_reason` says about the address (`invalid` is a status, not a
+/// reason). A soft bounce says nothing lasting: not suppressed. Unlisted reasons are `other`.
+const REJECT_REASONS: [(&str, RejectReason); 6] = [
+    ("hard-bounce", RejectReason::Bounced),
+    ("spam", RejectReason::Spam),
+    ("unsub", RejectReason::Unsubscribed),
+    ("custom", RejectReason::Blocked),
+    ("rule", RejectReason::Blocked),
+    ("soft-bounce", RejectReason::Other),
 ];
 
 pub struct MandrillProvider {
@@ -139,7 +150,7 @@ enum Verdict {
     /// sent, scheduled, or queued for a harmless reason.
     Delivered(Option<String>),
     /// rejected/invalid for a reason that is the recipient's.
-    Rejected(String),
+    Rejected(String, RejectReason),
     /// rejected because of the sender (`sender_unverified`) or the account (`account`).
     SenderProblem(OutcomeClass, String),
     /// queued on a suspended/paused/exhausted account: Mandrill may still send it later.
@@ -163,9 +174,14 @@ fn verdict(entry: &Value) -> Verdict {
                 None => status.to_string(),
             };
             let sender = SENDER_REJECTIONS.iter().find(|(r, _)| text("reject_reason") == Some(*r));
+            let reason = match (status, text("reject_reason")) {
+                ("invalid", _) => RejectReason::Invalid,
+                (_, Some(r)) => REJECT_REASONS.iter().find(|(name, _)| *name == r).map_or(RejectReason::Other, |x| x.1),
+                (_, None) => RejectReason::Other,
+            };
             match sender {
                 Some(&(_, class)) => Verdict::SenderProblem(class, detail),
-                None => Verdict::Rejected(detail),
+                None => Verdict::Rejected(detail, reason),
             }
         }
         other => Verdict::Unknown(format!("unknown status {other:?}")),
@@ -216,7 +232,7 @@ fn classify_results(recipients: &[String], results: &[Value]) -> SendReport {
     for v in &verdicts {
         let label = match v {
             Verdict::Delivered(_) => "accepted".to_string(),
-            Verdict::Rejected(d) | Verdict::SenderProblem(_, d) | Verdict::Suspended(d) | Verdict::Unknown(d) => {
+            Verdict::Rejected(d, _) | Verdict::SenderProblem(_, d) | Verdict::Suspended(d) | Verdict::Unknown(d) => {
                 d.clone()
             }
         };
@@ -238,7 +254,7 @@ fn classify_results(recipients: &[String], results: &[Value]) -> SendReport {
             .into_iter()
             .map(|v| match v {
                 Verdict::Delivered(id) => RecipientResult::Delivered { provider_message_id: id },
-                Verdict::Rejected(detail) => RecipientResult::Rejected { detail },
+                Verdict::Rejected(detail, reason) => RecipientResult::Rejected { detail, reason },
                 _ => RecipientResult::NotDone,
             })
             .collect(),
@@ -385,8 +401,8 @@ mod tests {
             report.recipients,
             vec![
                 RecipientResult::Delivered { provider_message_id: Some("id-a".into()) },
-                RecipientResult::Rejected { detail: "rejected: hard-bounce".into() },
-                RecipientResult::Rejected { detail: "invalid".into() },
+                RecipientResult::Rejected { detail: "rejected: hard-bounce".into(), reason: RejectReason::Bounced },
+                RecipientResult::Rejected { detail: "invalid".into(), reason: RejectReason::Invalid },
                 RecipientResult::Delivered { provider_message_id: Some("id-d".into()) },
             ]
         );

@@ -24,7 +24,7 @@ mod smtp_stream;
 
 use crate::config::ProviderConfig;
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use crate::outcome::{OutcomeClass, RecipientResult, RejectReason, SendReport, truncate_detail};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -126,7 +126,7 @@ fn whole_request(mut report: SendReport) -> SendReport {
             if matches!(r, RecipientResult::NotDone) {
                 *r = match delivered {
                     true => RecipientResult::Delivered { provider_message_id: None },
-                    false => RecipientResult::Rejected { detail: detail.clone() },
+                    false => RecipientResult::Rejected { detail: detail.clone(), reason: RejectReason::Other },
                 };
             }
         }

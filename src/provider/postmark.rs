@@ -19,9 +19,13 @@ use super::redact::Secrets;
 use super::{Outbound, Provider};
 use crate::config::PostmarkConfig;
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use crate::outcome::{OutcomeClass, RecipientResult, RejectReason, SendReport, truncate_detail};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
+
+/// An inactive recipient (406): Postmark deactivated it after a hard bounce, a spam complaint
+/// or a manual suppression; its answer does not say which, and each means "do not send".
+const INACTIVE: RejectReason = RejectReason::Bounced;
 
 /// Postmark takes at most 50 recipients (To + Cc + Bcc) per message.
 const MAX_RECIPIENTS: usize = 50;
@@ -293,7 +297,7 @@ impl Provider for PostmarkProvider {
                 let detail = reply.detail();
                 let recipients = (msg.recipients.iter())
                     .map(|r| match listed.is_empty() || listed.iter().any(|l| l.eq_ignore_ascii_case(r)) {
-                        true => RecipientResult::Rejected { detail: detail.clone() },
+                        true => RecipientResult::Rejected { detail: detail.clone(), reason: INACTIVE },
                         false => RecipientResult::NotDone,
                     })
                     .collect();
@@ -334,6 +338,7 @@ fn reject_inactive(
     }
     for i in inactive {
         results[i] = RecipientResult::Rejected {
+            reason: INACTIVE,
             detail: truncate_detail(&format!("inactive recipient (Postmark 406): {detail}")),
         };
     }

@@ -20,12 +20,12 @@
 //! first recipient, RSET, QUIT) and sends nothing.
 
 use super::redact::Secrets;
-use super::smtp_classify::{Stage, classify, is_too_many_recipients};
+use super::smtp_classify::{Stage, classify, is_too_many_recipients, reject_reason};
 use super::smtp_stream;
 use super::{Outbound, Provider, probe_failure, trial_accepted};
 use crate::config::{SmtpProviderConfig, TlsMode};
 use crate::health::ProbeReport;
-use crate::outcome::{OutcomeClass, RecipientResult, SendReport, truncate_detail};
+use crate::outcome::{OutcomeClass, RecipientResult, RejectReason, SendReport, truncate_detail};
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
@@ -169,7 +169,7 @@ impl SmtpProvider {
     fn scrubbed(&self, mut report: SendReport) -> SendReport {
         report.detail = self.secrets.scrub(&report.detail);
         for r in &mut report.recipients {
-            if let RecipientResult::Rejected { detail } = r {
+            if let RecipientResult::Rejected { detail, .. } = r {
                 *detail = self.secrets.scrub(detail);
             }
         }
@@ -233,7 +233,10 @@ impl SmtpProvider {
             for &idx in &remaining {
                 match Address::from_str(&msg.recipients[idx]) {
                     Ok(a) => rcpts.push((idx, Rcpt::new(a, vec![]))),
-                    Err(e) => results[idx] = RecipientResult::Rejected { detail: format!("invalid address: {e}") },
+                    Err(e) => {
+                        let detail = format!("invalid address: {e}");
+                        results[idx] = RecipientResult::Rejected { detail, reason: RejectReason::Invalid }
+                    }
                 }
             }
             // RFC 2920: MAIL, every RCPT and DATA in one write, then their replies in order: two
@@ -284,7 +287,10 @@ impl SmtpProvider {
                         }
                         let detail = truncate_detail(&format!("{code} {text}"));
                         match classify(Stage::Rcpt, code, &text) {
-                            OutcomeClass::RecipientRejected => results[idx] = RecipientResult::Rejected { detail },
+                            OutcomeClass::RecipientRejected => {
+                                let reason = reject_reason(code, &text);
+                                results[idx] = RecipientResult::Rejected { detail, reason }
+                            }
                             // A temporary refusal of this one recipient: leave it pending.
                             OutcomeClass::Transient => last_detail = detail,
                             class => {

@@ -4,7 +4,7 @@
 //! identity the relay does not know ("554 Message rejected: Email address is not verified.",
 //! SES's SMTP interface) is `sender_unverified` at any code and stage.
 
-use crate::outcome::OutcomeClass;
+use crate::outcome::{OutcomeClass, RejectReason};
 
 /// Where in the SMTP dialogue a reply came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,30 @@ pub fn enhanced_code(text: &str) -> Option<(u8, u16, u16)> {
         return None;
     }
     Some((class, subject, detail))
+}
+
+/// Texts of a refused RCPT that say the mailbox does not exist (for relays without enhanced
+/// status codes).
+const NO_MAILBOX_TEXTS: [&str; 6] =
+    ["user unknown", "no such user", "unknown user", "does not exist", "mailbox unavailable", "invalid recipient"];
+
+/// Why a recipient was refused for good, from its `5xx` reply: `5.1.x` (bad mailbox, bad
+/// domain, bad syntax) and mailbox-disabled `5.2.1` say the address is invalid; `5.7.x` is a
+/// policy block (content, reputation), which says nothing about the address.
+pub fn reject_reason(code: u16, text: &str) -> RejectReason {
+    match enhanced_code(text) {
+        Some((5, 1, _)) | Some((5, 2, 1)) => RejectReason::Invalid,
+        Some((5, 7, _)) => RejectReason::Blocked,
+        Some(_) => RejectReason::Other,
+        None if code == 550 || code == 553 => {
+            let lower = text.to_ascii_lowercase();
+            match NO_MAILBOX_TEXTS.iter().any(|t| lower.contains(t)) {
+                true => RejectReason::Invalid,
+                false => RejectReason::Other,
+            }
+        }
+        None => RejectReason::Other,
+    }
 }
 
 /// "452 4.5.3 Too many recipients": the rest go in another transaction.

@@ -41,6 +41,11 @@ const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantin
 const QUARANTINE_BODY: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_body");
 /// About the file itself: its format marker, and the writer's probe writes.
 const SPOOL_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("spool_info");
+/// Suppressed addresses (bytes owned by `suppression`): "scope \n address" → entry.
+const SUPPRESSION: TableDefinition<&str, &[u8]> = TableDefinition::new("suppression");
+/// Which message a provider's id belongs to, to match its webhook events:
+/// [`provider_id_key`] → Baton's message id. Written with the record, removed with it.
+const PROVIDER_IDS: TableDefinition<&str, &str> = TableDefinition::new("provider_ids");
 
 /// Idempotency keys are honoured for this long.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
@@ -77,16 +82,56 @@ pub struct PendingEntry {
     pub created_ms: u64,
 }
 
+/// Small keyed tables that are written whole, one entry at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyed {
+    /// Per provider: the health state that survives a restart (`health::saved`).
+    ProviderHealth,
+    /// `suppression`'s entries.
+    Suppression,
+}
+
+/// Key of a [`PROVIDER_IDS`] entry.
+pub fn provider_id_key(provider: &str, provider_message_id: &str) -> String {
+    format!("{provider}\n{provider_message_id}")
+}
+
+/// One finished message the spool still holds, until the sweeper removes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub at_ms: u64,
+    pub id: String,
+    /// Its idempotency entry, removed with it.
+    pub idem: Option<String>,
+    /// Bytes of its body when kept for re-delivery (freed when it is removed).
+    pub kept_bytes: u64,
+    /// Its [`provider_id_key`]s, removed with it.
+    pub provider_ids: Vec<String>,
+}
+
+impl Finished {
+    pub fn of(record: &MessageRecord) -> Finished {
+        Finished {
+            at_ms: record.completed_ms.unwrap_or(record.created_ms),
+            id: record.id.clone(),
+            idem: record.idempotency_key.as_ref().map(|k| idempotency_entry(&record.client, k)),
+            kept_bytes: if record.body_kept { record.size } else { 0 },
+            provider_ids: record.provider_ids(),
+        }
+    }
+}
+
 /// What was found in the spool at start-up.
 pub struct Recovered {
     /// Messages with recipients still pending: they go back on the delivery queue. Only what
     /// the queue needs is kept, so recovering a large spool does not hold every record in memory.
     pub pending: Vec<PendingEntry>,
-    /// Finished messages kept for status queries: (id, completed at ms, idempotency key).
-    /// Finished messages: id, completed at (ms), idempotency entry, bytes of a kept body.
-    pub completed: Vec<(String, u64, Option<String>, u64)>,
+    /// Finished messages kept for status queries, in completion order.
+    pub completed: Vec<Finished>,
     /// Saved provider health, per provider name (see `health::saved`).
     pub provider_health: Vec<(String, Vec<u8>)>,
+    /// The suppression list's entries (see `suppression`).
+    pub suppression: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Spool {
@@ -193,8 +238,9 @@ impl Spool {
     pub async fn update(&self, record: &MessageRecord) -> Result<(), SpoolError> {
         let meta = serde_json::to_vec(record).map_err(storage)?;
         let delete_body = record.status.is_final() && !record.body_kept;
+        let provider_ids = record.provider_ids();
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Update { id: record.id.clone(), meta, delete_body, reply })?;
+        self.send(Op::Update { id: record.id.clone(), meta, delete_body, provider_ids, reply })?;
         rx.await.unwrap_or(Err(SpoolError::Closed))?;
         if delete_body {
             self.release(record.size);
@@ -202,9 +248,10 @@ impl Spool {
         Ok(())
     }
 
-    /// Forgets finished messages (and their idempotency keys) for good; `kept_bytes` is the size
-    /// of the bodies among them that were kept, freed once this is committed.
-    pub async fn remove(&self, entries: Vec<(String, Option<String>)>, kept_bytes: u64) -> Result<(), SpoolError> {
+    /// Forgets finished messages (with their idempotency keys and provider ids) for good; the
+    /// bodies among them that were kept are freed once this is committed.
+    pub async fn remove(&self, entries: Vec<Finished>) -> Result<(), SpoolError> {
+        let kept_bytes = entries.iter().map(|f| f.kept_bytes).sum();
         let (reply, rx) = oneshot::channel();
         self.send(Op::Remove { entries, reply })?;
         rx.await.unwrap_or(Err(SpoolError::Closed))?;
@@ -212,12 +259,26 @@ impl Spool {
         Ok(())
     }
 
-    /// Stores a provider's saved health (`None`: nothing to keep, remove it). Returns once it
-    /// is on disk, like every other write.
-    pub async fn save_provider_health(&self, provider: &str, value: Option<Vec<u8>>) -> Result<(), SpoolError> {
+    /// Stores an entry of a small keyed table (`None`: remove it). Returns once it is on disk,
+    /// like every other write.
+    pub async fn put(&self, table: Keyed, key: &str, value: Option<Vec<u8>>) -> Result<(), SpoolError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::SaveHealth { provider: provider.to_string(), value, reply })?;
+        self.send(Op::Put { table, key: key.to_string(), value, reply })?;
         rx.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// Stores a provider's saved health (`None`: nothing to keep, remove it).
+    pub async fn save_provider_health(&self, provider: &str, value: Option<Vec<u8>>) -> Result<(), SpoolError> {
+        self.put(Keyed::ProviderHealth, provider, value).await
+    }
+
+    /// The message a provider's message id belongs to (blocking: one point read).
+    pub fn find_by_provider_id(&self, provider: &str, provider_message_id: &str) -> Result<Option<String>, SpoolError> {
+        let db = self.store.db()?;
+        let txn = db.begin_read().map_err(storage)?;
+        let table = txn.open_table(PROVIDER_IDS).map_err(storage)?;
+        let key = provider_id_key(provider, provider_message_id);
+        Ok(table.get(key.as_str()).map_err(storage)?.map(|v| v.value().to_string()))
     }
 
     /// Reads a message record (blocking: a point read, microseconds when the page is cached;

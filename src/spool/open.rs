@@ -9,8 +9,8 @@
 use super::fault::panic_text;
 use super::record::MessageRecord;
 use super::{
-    BODY, IDEMPOTENCY, META, PROVIDER_HEALTH, PendingEntry, QUARANTINE, QUARANTINE_BODY, Recovered, SPOOL_INFO,
-    idempotency_entry,
+    BODY, Finished, IDEMPOTENCY, META, PROVIDER_HEALTH, PROVIDER_IDS, PendingEntry, QUARANTINE, QUARANTINE_BODY,
+    Recovered, SPOOL_INFO, SUPPRESSION,
 };
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableHandle};
 use std::io::Read;
@@ -126,6 +126,8 @@ fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(BODY)?;
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(PROVIDER_HEALTH)?;
+    txn.open_table(SUPPRESSION)?;
+    txn.open_table(PROVIDER_IDS)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(QUARANTINE_BODY)?;
     txn.open_table(SPOOL_INFO)?;
@@ -229,7 +231,8 @@ pub(super) fn scan(db: &Database, path: &Path) -> Result<Scan, OpenError> {
 }
 
 fn scan_inner(db: &Database) -> Result<Scan, redb::Error> {
-    let mut recovered = Recovered { pending: Vec::new(), completed: Vec::new(), provider_health: Vec::new() };
+    let mut recovered =
+        Recovered { pending: Vec::new(), completed: Vec::new(), provider_health: Vec::new(), suppression: Vec::new() };
     let mut bytes = 0;
     let mut unreadable = Vec::new();
     {
@@ -247,7 +250,13 @@ fn scan_inner(db: &Database) -> Result<Scan, redb::Error> {
             let (k, v) = entry?;
             recovered.provider_health.push((k.value().to_string(), v.value().to_vec()));
         }
+        let suppression = txn.open_table(SUPPRESSION)?;
+        for entry in suppression.iter()? {
+            let (k, v) = entry?;
+            recovered.suppression.push((k.value().to_string(), v.value().to_vec()));
+        }
     }
+    recovered.completed.sort_by_key(|f| f.at_ms);
     quarantine(db, &unreadable);
     let mut quarantined: Vec<String> = {
         let txn = db.begin_read()?;
@@ -279,10 +288,9 @@ fn parse(key: &str, raw: &[u8]) -> Result<MessageRecord, String> {
 /// Files a readable record under pending or completed; returns the bytes it holds in the spool.
 fn recover(recovered: &mut Recovered, record: MessageRecord) -> u64 {
     if record.status.is_final() {
-        let done = record.completed_ms.unwrap_or(record.created_ms);
-        let idem = record.idempotency_key.as_ref().map(|key| idempotency_entry(&record.client, key));
-        let kept = if record.body_kept { record.size } else { 0 };
-        recovered.completed.push((record.id, done, idem, kept));
+        let finished = Finished::of(&record);
+        let kept = finished.kept_bytes;
+        recovered.completed.push(finished);
         kept
     } else {
         recovered.pending.push(PendingEntry {

@@ -2,6 +2,7 @@
 //! Serialised as JSON so that later versions can add fields (`#[serde(default)]`) and still
 //! read spools written by earlier ones.
 
+use crate::event::{EventType, RejectReason};
 use crate::outcome::OutcomeClass;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub enum RecipientStatus {
     Delivered,
     Rejected,
     Failed,
+    /// On the suppression list: never handed to a provider.
+    Suppressed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +69,41 @@ pub struct Recipient {
     pub provider_message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What happened to it, oldest first: Baton's own events and the provider's webhooks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<RecordedEvent>,
 }
+
+impl Recipient {
+    pub fn new(email: String) -> Recipient {
+        Recipient {
+            email,
+            status: RecipientStatus::Pending,
+            provider: None,
+            provider_message_id: None,
+            detail: None,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// One event of a recipient, as `GET /v1/messages/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_reason: Option<RejectReason>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Most events kept per recipient (opens and clicks can be many); later ones are not stored
+/// on the record but still go to the app's webhooks.
+pub const MAX_EVENTS: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
@@ -126,6 +163,20 @@ pub struct MessageRecord {
 impl MessageRecord {
     pub fn pending(&self) -> impl Iterator<Item = (usize, &Recipient)> {
         self.recipients.iter().enumerate().filter(|(_, r)| r.status == RecipientStatus::Pending)
+    }
+
+    /// The `spool::provider_id_key`s of its delivered recipients (to match provider webhooks).
+    pub fn provider_ids(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for r in &self.recipients {
+            if let (Some(provider), Some(id)) = (&r.provider, &r.provider_message_id) {
+                let key = super::provider_id_key(provider, id);
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys
     }
 
     pub fn has_pending(&self) -> bool {

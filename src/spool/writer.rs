@@ -9,7 +9,10 @@
 use super::fault::{Condition, Fault, FaultKind, classify, is_full, panic_text};
 use super::open::{OpenError, open_existing};
 use super::record::now_ms;
-use super::{BODY, IDEMPOTENCY, IDEMPOTENCY_WINDOW_MS, Inserted, META, PROVIDER_HEALTH, SPOOL_INFO, SpoolError};
+use super::{
+    BODY, Finished, IDEMPOTENCY, IDEMPOTENCY_WINDOW_MS, Inserted, Keyed, META, PROVIDER_HEALTH, PROVIDER_IDS,
+    SPOOL_INFO, SUPPRESSION, SpoolError,
+};
 use crate::metrics::Metrics;
 use redb::{Database, ReadableTable};
 use std::io::Write;
@@ -47,15 +50,18 @@ pub(super) enum Op {
         id: String,
         meta: Vec<u8>,
         delete_body: bool,
+        /// `provider_id_key`s that name this message from now on.
+        provider_ids: Vec<String>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
     Remove {
-        entries: Vec<(String, Option<String>)>,
+        entries: Vec<Finished>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
-    /// Stores (or, with `None`, removes) a provider's saved health.
-    SaveHealth {
-        provider: String,
+    /// Stores (or, with `None`, removes) an entry of a small keyed table.
+    Put {
+        table: Keyed,
+        key: String,
         value: Option<Vec<u8>>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
@@ -67,16 +73,14 @@ impl Op {
             Op::Insert { meta, body, .. } => meta.len() + body.len(),
             Op::Update { meta, .. } => meta.len(),
             Op::Remove { entries, .. } => entries.len() * 64,
-            Op::SaveHealth { value, .. } => value.as_ref().map_or(0, Vec::len),
+            Op::Put { value, .. } => value.as_ref().map_or(0, Vec::len),
         }
     }
 
     fn fail(self, err: SpoolError) {
         match self {
             Op::Insert { reply, .. } => drop(reply.send(Err(err))),
-            Op::Update { reply, .. } | Op::Remove { reply, .. } | Op::SaveHealth { reply, .. } => {
-                drop(reply.send(Err(err)))
-            }
+            Op::Update { reply, .. } | Op::Remove { reply, .. } | Op::Put { reply, .. } => drop(reply.send(Err(err))),
         }
     }
 }
@@ -382,7 +386,7 @@ fn answer(batch: Vec<Op>, done: Vec<Done>) {
             (Op::Insert { reply, .. }, Done::Inserted(r)) => {
                 let _ = reply.send(Ok(r));
             }
-            (Op::Update { reply, .. }, _) | (Op::Remove { reply, .. }, _) | (Op::SaveHealth { reply, .. }, _) => {
+            (Op::Update { reply, .. }, _) | (Op::Remove { reply, .. }, _) | (Op::Put { reply, .. }, _) => {
                 let _ = reply.send(Ok(()));
             }
             (op @ Op::Insert { .. }, Done::Unit) => {
@@ -417,6 +421,8 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, redb::Error> {
         let mut body_table = txn.open_table(BODY)?;
         let mut idem = txn.open_table(IDEMPOTENCY)?;
         let mut health = txn.open_table(PROVIDER_HEALTH)?;
+        let mut suppression = txn.open_table(SUPPRESSION)?;
+        let mut provider_ids = txn.open_table(PROVIDER_IDS)?;
         for op in batch {
             match op {
                 Op::Insert { id, meta: m, body, idempotency, .. } => {
@@ -434,17 +440,26 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, redb::Error> {
                     body_table.insert(id.as_str(), body.as_ref())?;
                     done.push(Done::Inserted(Inserted::New));
                 }
-                Op::Update { id, meta: m, delete_body, .. } => {
+                Op::Update { id, meta: m, delete_body, provider_ids: ids, .. } => {
                     meta.insert(id.as_str(), m.as_slice())?;
                     if *delete_body {
                         body_table.remove(id.as_str())?;
                     }
+                    for key in ids {
+                        provider_ids.insert(key.as_str(), id.as_str())?;
+                    }
                     done.push(Done::Unit);
                 }
                 Op::Remove { entries, .. } => {
-                    for (id, key) in entries {
+                    for Finished { id, idem: key, provider_ids: ids, .. } in entries {
                         meta.remove(id.as_str())?;
                         body_table.remove(id.as_str())?;
+                        for key in ids {
+                            // Only if it still names this message (a provider may reuse ids).
+                            if provider_ids.get(key.as_str())?.is_some_and(|v| v.value() == id.as_str()) {
+                                provider_ids.remove(key.as_str())?;
+                            }
+                        }
                         if let Some(key) = key {
                             // Only drop the key if it still points at this message.
                             let points_here = idem
@@ -457,10 +472,14 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, redb::Error> {
                     }
                     done.push(Done::Unit);
                 }
-                Op::SaveHealth { provider, value, .. } => {
+                Op::Put { table, key, value, .. } => {
+                    let table = match table {
+                        Keyed::ProviderHealth => &mut health,
+                        Keyed::Suppression => &mut suppression,
+                    };
                     match value {
-                        Some(v) => health.insert(provider.as_str(), v.as_slice())?,
-                        None => health.remove(provider.as_str())?,
+                        Some(v) => table.insert(key.as_str(), v.as_slice())?,
+                        None => table.remove(key.as_str())?,
                     };
                     done.push(Done::Unit);
                 }

@@ -164,9 +164,15 @@ impl Baton {
 
     /// Waits until the message's status satisfies `done`; panics with the last status after the deadline.
     pub async fn wait_status(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_status_as(KEY, id, what, done).await
+    }
+
+    /// [`Baton::wait_status`] as the client whose API key is `key`.
+    pub async fn wait_status_as(&self, key: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
-            let s = self.status(id).await;
+            let (code, s) = self.status_as(key, id).await;
+            assert_eq!(code, 200, "status of {id}: {s}");
             if done(&s) {
                 return s;
             }
@@ -177,7 +183,12 @@ impl Baton {
 
     /// Waits until the message is finished (delivered, partially_delivered or failed).
     pub async fn wait_final(&self, id: &str) -> Value {
-        self.wait_status(id, "a final status", |s| {
+        self.wait_final_as(KEY, id).await
+    }
+
+    /// [`Baton::wait_final`] as the client whose API key is `key`.
+    pub async fn wait_final_as(&self, key: &str, id: &str) -> Value {
+        self.wait_status_as(key, id, "a final status", |s| {
             matches!(s["status"].as_str(), Some("delivered" | "partially_delivered" | "failed"))
         })
         .await
