@@ -6,6 +6,7 @@ use crate::delivery::{self, queue::Queue};
 use crate::health::{self, Health};
 use crate::http_listener::{self, Limits};
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::runtime::Runtime;
 use crate::shared::{Retention, Shared, save_health};
 use crate::spool::Spool;
@@ -127,6 +128,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         queue,
         health: health.clone(),
         suppressions: Arc::new(Suppressions::load(spool.clone(), metrics.clone(), recovered.suppression)),
+        outbox: Arc::new(Outbox::load(metrics.clone(), recovered.outbox)),
+        inbox: Default::default(),
         metrics,
         retention: retention.clone(),
         config_path: std::path::PathBuf::from(&loaded.source),
@@ -198,6 +201,13 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let canaries =
         tokio::spawn(health::canary::run(runtime, health.clone(), shared.metrics.clone(), silenced_tx, stop.clone()));
     let redeliverer = tokio::spawn(delivery::redeliver::run(shared.clone(), silenced_rx));
+    let webhook_sender = tokio::spawn(crate::outbox::sender::run(
+        shared.outbox.clone(),
+        spool.clone(),
+        shared.runtime.clone(),
+        shared.metrics.clone(),
+        stop.clone(),
+    ));
     let health_saver = tokio::spawn(save_health_changes(spool.clone(), health, health_changes));
     let spool_watch = tokio::spawn(stop_when_spool_fails(spool, stop.clone()));
     let watcher = if config.server.watch_config {
@@ -244,6 +254,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         canaries.abort();
         redeliverer.abort();
         health_saver.abort();
+        webhook_sender.abort();
         spool_watch.abort();
         // The last word on every provider's health, so a restart starts from it.
         for provider in done_shared.health.names() {

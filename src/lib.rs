@@ -12,6 +12,7 @@ pub mod health;
 pub mod http_listener;
 pub mod ingest;
 pub mod metrics;
+pub mod outbox;
 pub mod outcome;
 pub mod provider;
 pub mod reload;

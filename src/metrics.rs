@@ -94,6 +94,19 @@ pub struct Metrics {
     /// `baton_recipients_suppressed_total{client}`: recipients never handed to a provider
     /// because they are on the suppression list.
     pub recipients_suppressed: IntCounterVec,
+    /// `baton_webhook_deliveries_total{url_name, outcome}`: events posted to the app's
+    /// webhooks, by [`crate::outbox::sender::OUTCOMES`].
+    pub webhook_deliveries: IntCounterVec,
+    /// `baton_webhook_queue{url_name}`: events waiting for an app webhook.
+    pub webhook_queue: IntGaugeVec,
+    /// `baton_provider_webhooks_total{provider, outcome}`: provider webhook requests, by
+    /// [`crate::ingest::webhooks::receive::OUTCOMES`].
+    pub provider_webhooks: IntCounterVec,
+    /// `baton_provider_events_total{provider, type}`: events providers reported, by
+    /// [`crate::event::EventType`].
+    pub provider_events: IntCounterVec,
+    /// Endpoints exported by `webhook_queue`.
+    webhooks_exported: Mutex<BTreeSet<String>>,
 }
 
 /// Outcomes of a send request to a provider-compatible API (`baton_compat_requests_total`).
@@ -356,6 +369,31 @@ impl Metrics {
             ),
             recipients: counter(&registry, "baton_recipients_total", "Recipients finished", &["provider", "status"]),
             suppressions: gauge(&registry, "baton_suppressions", "Entries on the suppression list"),
+            webhook_deliveries: counter(
+                &registry,
+                "baton_webhook_deliveries_total",
+                "Events posted to the app's webhooks, by outcome (delivered, failed attempt, expired, dropped)",
+                &["url_name", "outcome"],
+            ),
+            webhook_queue: gauge_vec(
+                &registry,
+                "baton_webhook_queue",
+                "Events waiting for an app webhook",
+                &["url_name"],
+            ),
+            webhooks_exported: Mutex::new(BTreeSet::new()),
+            provider_webhooks: counter(
+                &registry,
+                "baton_provider_webhooks_total",
+                "Provider webhook requests by outcome (accepted, refused, invalid, not_configured, unavailable)",
+                &["provider", "outcome"],
+            ),
+            provider_events: counter(
+                &registry,
+                "baton_provider_events_total",
+                "Events reported by the providers' webhooks, by type",
+                &["provider", "type"],
+            ),
             suppressions_added: counter(
                 &registry,
                 "baton_suppressions_added_total",
@@ -499,6 +537,12 @@ impl Metrics {
             for result in ProbeVerdict::LABELS {
                 self.health_probes.with_label_values(&[provider, result]);
             }
+            for outcome in crate::ingest::webhooks::receive::OUTCOMES {
+                self.provider_webhooks.with_label_values(&[provider, outcome]);
+            }
+            for event in [crate::event::EventType::Bounced, crate::event::EventType::Complained] {
+                self.provider_events.with_label_values(&[provider, event.as_str()]);
+            }
         }
         for route in routes {
             for status in ["delivered", "partially_delivered", "failed"] {
@@ -551,6 +595,14 @@ impl Metrics {
                 self.canary_last_received.with_label_values(&[provider]);
                 self.redelivered.with_label_values(&[provider]);
             }
+        }
+        for w in &config.webhooks {
+            let name = crate::outbox::webhook_name(w);
+            for outcome in crate::outbox::sender::OUTCOMES {
+                self.webhook_deliveries.with_label_values(&[&name, outcome]);
+            }
+            self.webhook_queue.with_label_values(&[&name]);
+            self.webhooks_exported.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
         }
         for route in &config.routes {
             let list: Vec<&str> = route.providers.iter().map(String::as_str).collect();
@@ -608,6 +660,20 @@ impl Metrics {
             self.route_available_providers.with_label_values(&[route]).set(*n as i64);
         }
         *exported = routes.iter().map(|(r, _)| r.to_string()).collect();
+    }
+
+    /// Sets `baton_webhook_queue` to `depth` per endpoint (0 for the others ever exported).
+    pub fn set_webhook_queue(&self, depth: &BTreeMap<String, i64>) {
+        let mut exported = self.webhooks_exported.lock().unwrap_or_else(|e| e.into_inner());
+        for name in exported.iter() {
+            if !depth.contains_key(name) {
+                self.webhook_queue.with_label_values(&[name]).set(0);
+            }
+        }
+        for (name, n) in depth {
+            self.webhook_queue.with_label_values(&[name]).set(*n);
+            exported.insert(name.clone());
+        }
     }
 
     /// Prometheus text exposition of every metric.
@@ -727,6 +793,11 @@ mod tests {
             .chain(ProviderState::ALL.iter().map(|s| s.as_str()))
             .chain(["http", "smtp", "app", "a", "b", "c", "r", "ready", "scheduled", "in_flight", "example.com"])
             .chain(ProbeVerdict::LABELS)
+            .chain(crate::event::SuppressionReason::ALL.iter().map(|r| r.as_str()))
+            .chain(crate::suppression::SOURCES)
+            .chain(crate::outbox::sender::OUTCOMES)
+            .chain(crate::ingest::webhooks::receive::OUTCOMES)
+            .chain(crate::event::EventType::ALL.iter().map(|t| t.as_str()))
             .chain(HTTP_LISTENERS)
             .chain(crate::http_listener::REFUSAL_REASONS)
             .chain([OTHER_DOMAIN])

@@ -23,6 +23,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub suppressions: Arc<crate::suppression::Suppressions>,
+    /// Events waiting for the app's webhooks.
+    pub outbox: Arc<crate::outbox::Outbox>,
+    /// What the provider webhooks keep between requests.
+    pub inbox: crate::ingest::webhooks::receive::Inbox,
     /// Finished messages waiting to be removed from the spool.
     pub retention: Arc<Retention>,
     /// The config file, re-read on reload.

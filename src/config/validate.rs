@@ -123,6 +123,49 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     if let Some(canary) = &c.canary {
         validate_canary(c, canary, &root.key("canary"), p);
     }
+    validate_webhooks(c, p);
+}
+
+/// `[[webhooks]]`: an http(s) URL, a Standard Webhooks secret, known event types and clients,
+/// and one name per endpoint (metrics and the outbox tell endpoints apart by name).
+fn validate_webhooks(c: &Config, p: &mut Problems<'_>) {
+    let mut names = HashSet::new();
+    for (i, w) in c.webhooks.iter().enumerate() {
+        let path = KeyPath::root().key("webhooks").index(i);
+        let host = w.url.strip_prefix("https://").or_else(|| w.url.strip_prefix("http://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            p.error(
+                &path.key("url"),
+                "must be an http:// or https:// URL, e.g. \"https://app.example.com/mail-events\"",
+            );
+        }
+        match crate::event::signature::decode_secret(&w.secret) {
+            Ok(key) if key.len() >= 16 => {}
+            Ok(_) => p.error(&path.key("secret"), "is too short: use at least 16 random bytes (whsec_ + base64)"),
+            Err(_) => p.error(
+                &path.key("secret"),
+                "must be whsec_ followed by base64 (Standard Webhooks), e.g. from `openssl rand -base64 32`",
+            ),
+        }
+        for (j, e) in w.events.iter().flatten().enumerate() {
+            if crate::event::EventType::parse(e).is_none() {
+                let known: Vec<&str> = crate::event::EventType::ALL.iter().map(|t| t.as_str()).collect();
+                p.error(
+                    &path.key("events").index(j),
+                    format!("unknown event type {e:?} (one of {})", known.join(", ")),
+                );
+            }
+        }
+        for (j, client) in w.clients.iter().flatten().enumerate() {
+            if !c.clients.iter().any(|k| &k.name == client) {
+                p.error(&path.key("clients").index(j), format!("no client named {client:?}"));
+            }
+        }
+        let name = crate::outbox::webhook_name(w);
+        if !names.insert(name.clone()) {
+            p.error(&path, format!("another webhook has the name {name:?}: give each a different `name`"));
+        }
+    }
 }
 
 /// `[canary]`: addresses, positive times, and an IMAP mailbox to read from.

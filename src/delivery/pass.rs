@@ -7,7 +7,7 @@ use crate::outcome::{OutcomeClass, RecipientResult, SendReport};
 use crate::provider::{Outbound, Provider};
 use crate::runtime::{Route, Runtime};
 use crate::shared::Shared;
-use crate::spool::record::{Attempt, MessageRecord, MessageStatus, Recipient, RecipientStatus, RecordedEvent, now_ms};
+use crate::spool::record::{Attempt, MessageRecord, MessageStatus, RecipientStatus, now_ms};
 use crate::suppression::{self, Entry};
 use std::time::{Duration, Instant};
 
@@ -178,7 +178,7 @@ pub async fn deliver(shared: &Shared, id: &str) {
     if result.last_provider.is_some() {
         record.failed_passes += 1;
         record.status = MessageStatus::Delivering;
-        persist(shared, &record).await;
+        persist(shared, &mut record).await;
         tracing::info!(message_id = id, route = %route.name, retry_in_ms = delay.as_millis() as u64, "no provider took the message; waiting for the next pass");
     }
     shared.queue.schedule(id, record.next_attempt_ms, record.created_ms);
@@ -207,14 +207,19 @@ async fn spool_writable(shared: &Shared, id: &str) -> bool {
 /// Writes the record after a pass, retrying until it is on disk. The pass's sends happened, so
 /// the message stays in flight (never offered for another send) until they are recorded; only
 /// a stop before then loses them, and the log says the message may then be sent again.
-async fn persist(shared: &Shared, record: &MessageRecord) {
+async fn persist(shared: &Shared, record: &mut MessageRecord) {
     let mut failed = false;
+    // The pass's events for the app's webhooks, committed with the record.
+    let events = crate::outbox::fresh_entries(&shared.runtime.load().config, record, now_ms());
     loop {
-        match shared.spool.update(record).await {
-            Ok(()) if failed => {
-                return tracing::info!(message_id = %record.id, "delivery state persisted after the spool recovered");
+        match shared.spool.update_with(record, events.clone()).await {
+            Ok(()) => {
+                shared.outbox.committed(events);
+                if failed {
+                    tracing::info!(message_id = %record.id, "delivery state persisted after the spool recovered");
+                }
+                return;
             }
-            Ok(()) => return,
             // Shutting down: the record on disk still says "pending", so the next start sends
             // what is left (the log line above, if any, named the possible duplicate).
             Err(crate::spool::SpoolError::Closed) => {
@@ -243,21 +248,7 @@ fn fail_pending(record: &mut MessageRecord, reason: &str) {
             None => reason.to_string(),
         });
         let detail = r.detail.clone().unwrap_or_default();
-        note(r, EventType::Failed, None, None, detail);
-    }
-}
-
-/// Adds an event to a recipient's history (up to `MAX_EVENTS`).
-pub fn note(
-    r: &mut Recipient,
-    event_type: EventType,
-    provider: Option<&str>,
-    reject_reason: Option<crate::event::RejectReason>,
-    detail: String,
-) {
-    if r.events.len() < crate::spool::record::MAX_EVENTS {
-        let provider = provider.map(str::to_string);
-        r.events.push(RecordedEvent { event_type, at_ms: now_ms(), provider, reject_reason, detail });
+        r.note(EventType::Failed, None, None, detail);
     }
 }
 
@@ -277,7 +268,7 @@ fn suppress(shared: &Shared, scope: crate::config::SuppressionScope, record: &mu
         };
         r.status = RecipientStatus::Suppressed;
         r.detail = Some(detail.clone());
-        note(r, EventType::Suppressed, entry.provider.as_deref(), None, detail);
+        r.note(EventType::Suppressed, entry.provider.as_deref(), None, detail);
         count += 1;
     }
     if count > 0 {
@@ -318,7 +309,7 @@ async fn finish(shared: &Shared, mut record: MessageRecord, route: &str) {
     // Kept so it can go out again if the provider that took it turns out to drop mail.
     let redeliver = shared.runtime.load().config.canary.as_ref().is_some_and(|c| c.redeliver_unconfirmed);
     record.body_kept = redeliver && record.recipients.iter().any(|r| r.status == RecipientStatus::Delivered);
-    persist(shared, &record).await;
+    persist(shared, &mut record).await;
     shared.metrics.messages_completed.with_label_values(&[route, record.status.as_str()]).inc();
     tracing::info!(message_id = %record.id, route, status = record.status.as_str(), "message finished");
     shared.queue.finish(&record.id);
@@ -360,7 +351,7 @@ async fn run_pass(
                     tracing::info!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = skip.as_str(), "failover");
                     let detail = format!("{name} → {next}: {}", skip.as_str());
                     for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
-                        note(r, EventType::Failover, Some(name), None, detail.clone());
+                        r.note(EventType::Failover, Some(name), None, detail.clone());
                     }
                 }
                 continue;
@@ -412,14 +403,14 @@ async fn run_pass(
                     r.detail = record.redelivered_from.as_ref().map(|silent| {
                         format!("re-delivered: {silent} accepted it but went silent (its canaries were lost)")
                     });
-                    note(r, EventType::Sent, Some(name), None, String::new());
+                    r.note(EventType::Sent, Some(name), None, String::new());
                     metrics.recipients.with_label_values(&[name, "delivered"]).inc();
                     metrics.delivery_latency.with_label_values(&[&route.name, name]).observe(latency);
                 }
                 RecipientResult::Rejected { detail, reason } => {
                     r.status = RecipientStatus::Rejected;
                     r.provider = Some(name.clone());
-                    note(r, EventType::Rejected, Some(name), Some(reason), detail.clone());
+                    r.note(EventType::Rejected, Some(name), Some(reason), detail.clone());
                     if let Some(why) = SuppressionReason::for_rejection(reason) {
                         suppressed.push((r.email.clone(), why, detail.clone()));
                     }
@@ -440,7 +431,7 @@ async fn run_pass(
             tracing::warn!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = class, "failover");
             let detail = format!("{name} → {next}: {class}");
             for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
-                note(r, EventType::Failover, Some(name), None, detail.clone());
+                r.note(EventType::Failover, Some(name), None, detail.clone());
             }
         }
     }

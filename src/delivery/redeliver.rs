@@ -68,7 +68,7 @@ fn reopen(record: &mut MessageRecord, s: &Silenced) -> bool {
         if r.status == RecipientStatus::Delivered && r.provider.as_deref() == Some(s.provider.as_str()) {
             r.status = RecipientStatus::Pending;
             r.detail = Some(detail.clone());
-            super::pass::note(r, EventType::Redelivered, Some(&s.provider), None, detail.clone());
+            r.note(EventType::Redelivered, Some(&s.provider), None, detail.clone());
             any = true;
         }
     }

@@ -22,7 +22,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let mut router = Router::new()
         .route("/v1/messages", post(send))
         .route("/v1/messages/{id}", get(status))
-        .merge(crate::suppression::api::client_routes());
+        .merge(crate::suppression::api::client_routes())
+        .merge(super::webhooks::receive::routes());
     // Provider-compatible APIs (`server.compatible_apis`), on their own root paths.
     for api in super::compat::APIS {
         if apis.iter().any(|a| a == api) {

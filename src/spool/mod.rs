@@ -46,6 +46,8 @@ const SUPPRESSION: TableDefinition<&str, &[u8]> = TableDefinition::new("suppress
 /// Which message a provider's id belongs to, to match its webhook events:
 /// [`provider_id_key`] → Baton's message id. Written with the record, removed with it.
 const PROVIDER_IDS: TableDefinition<&str, &str> = TableDefinition::new("provider_ids");
+/// Events waiting to be posted to the app's webhooks (bytes owned by `outbox`).
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 /// Idempotency keys are honoured for this long.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
@@ -89,6 +91,8 @@ pub enum Keyed {
     ProviderHealth,
     /// `suppression`'s entries.
     Suppression,
+    /// `outbox`'s entries.
+    Outbox,
 }
 
 /// Key of a [`PROVIDER_IDS`] entry.
@@ -132,6 +136,8 @@ pub struct Recovered {
     pub provider_health: Vec<(String, Vec<u8>)>,
     /// The suppression list's entries (see `suppression`).
     pub suppression: Vec<(String, Vec<u8>)>,
+    /// Events waiting for the app's webhooks (see `outbox`).
+    pub outbox: Vec<(String, Vec<u8>)>,
 }
 
 pub struct Spool {
@@ -236,11 +242,18 @@ impl Spool {
     /// Persists a record after a delivery pass. When the message is finished its body is deleted,
     /// unless the record says it is kept (`body_kept`: then it is freed by [`Spool::remove`]).
     pub async fn update(&self, record: &MessageRecord) -> Result<(), SpoolError> {
+        self.update_with(record, Vec::new()).await
+    }
+
+    /// [`Spool::update`], with `outbox` entries (the events of this change, for the app's
+    /// webhooks) committed in the same transaction: an event is queued if and only if the
+    /// change it describes is on disk.
+    pub async fn update_with(&self, record: &MessageRecord, outbox: Vec<(String, Vec<u8>)>) -> Result<(), SpoolError> {
         let meta = serde_json::to_vec(record).map_err(storage)?;
         let delete_body = record.status.is_final() && !record.body_kept;
         let provider_ids = record.provider_ids();
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Update { id: record.id.clone(), meta, delete_body, provider_ids, reply })?;
+        self.send(Op::Update { id: record.id.clone(), meta, delete_body, provider_ids, outbox, reply })?;
         rx.await.unwrap_or(Err(SpoolError::Closed))?;
         if delete_body {
             self.release(record.size);
@@ -259,11 +272,27 @@ impl Spool {
         Ok(())
     }
 
+    /// Stores events that arrived for a message (provider webhooks) with their `outbox`
+    /// entries; unlike [`Spool::update`], never deletes or frees the body.
+    pub async fn annotate(&self, record: &MessageRecord, outbox: Vec<(String, Vec<u8>)>) -> Result<(), SpoolError> {
+        let meta = serde_json::to_vec(record).map_err(storage)?;
+        let (reply, rx) = oneshot::channel();
+        let op =
+            Op::Update { id: record.id.clone(), meta, delete_body: false, provider_ids: Vec::new(), outbox, reply };
+        self.send(op)?;
+        rx.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
     /// Stores an entry of a small keyed table (`None`: remove it). Returns once it is on disk,
     /// like every other write.
     pub async fn put(&self, table: Keyed, key: &str, value: Option<Vec<u8>>) -> Result<(), SpoolError> {
+        self.put_many(table, vec![(key.to_string(), value)]).await
+    }
+
+    /// [`Spool::put`] for several entries, in one transaction.
+    pub async fn put_many(&self, table: Keyed, entries: Vec<(String, Option<Vec<u8>>)>) -> Result<(), SpoolError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Put { table, key: key.to_string(), value, reply })?;
+        self.send(Op::Put { table, entries, reply })?;
         rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 

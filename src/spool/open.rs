@@ -9,8 +9,8 @@
 use super::fault::panic_text;
 use super::record::MessageRecord;
 use super::{
-    BODY, Finished, IDEMPOTENCY, META, PROVIDER_HEALTH, PROVIDER_IDS, PendingEntry, QUARANTINE, QUARANTINE_BODY,
-    Recovered, SPOOL_INFO, SUPPRESSION,
+    BODY, Finished, IDEMPOTENCY, META, OUTBOX, PROVIDER_HEALTH, PROVIDER_IDS, PendingEntry, QUARANTINE,
+    QUARANTINE_BODY, Recovered, SPOOL_INFO, SUPPRESSION,
 };
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableHandle};
 use std::io::Read;
@@ -128,6 +128,7 @@ fn create_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(PROVIDER_HEALTH)?;
     txn.open_table(SUPPRESSION)?;
     txn.open_table(PROVIDER_IDS)?;
+    txn.open_table(OUTBOX)?;
     txn.open_table(QUARANTINE)?;
     txn.open_table(QUARANTINE_BODY)?;
     txn.open_table(SPOOL_INFO)?;
@@ -231,8 +232,13 @@ pub(super) fn scan(db: &Database, path: &Path) -> Result<Scan, OpenError> {
 }
 
 fn scan_inner(db: &Database) -> Result<Scan, redb::Error> {
-    let mut recovered =
-        Recovered { pending: Vec::new(), completed: Vec::new(), provider_health: Vec::new(), suppression: Vec::new() };
+    let mut recovered = Recovered {
+        pending: Vec::new(),
+        completed: Vec::new(),
+        provider_health: Vec::new(),
+        suppression: Vec::new(),
+        outbox: Vec::new(),
+    };
     let mut bytes = 0;
     let mut unreadable = Vec::new();
     {
@@ -254,6 +260,11 @@ fn scan_inner(db: &Database) -> Result<Scan, redb::Error> {
         for entry in suppression.iter()? {
             let (k, v) = entry?;
             recovered.suppression.push((k.value().to_string(), v.value().to_vec()));
+        }
+        let outbox = txn.open_table(OUTBOX)?;
+        for entry in outbox.iter()? {
+            let (k, v) = entry?;
+            recovered.outbox.push((k.value().to_string(), v.value().to_vec()));
         }
     }
     recovered.completed.sort_by_key(|f| f.at_ms);

@@ -75,6 +75,28 @@ pub struct Recipient {
 }
 
 impl Recipient {
+    /// Adds an event to its history (up to [`MAX_EVENTS`]), marked fresh: the next write of
+    /// the record queues it for the app's webhooks.
+    pub fn note(
+        &mut self,
+        event_type: EventType,
+        provider: Option<&str>,
+        reject_reason: Option<RejectReason>,
+        detail: String,
+    ) {
+        if self.events.len() < MAX_EVENTS {
+            let provider = provider.map(str::to_string);
+            self.events.push(RecordedEvent {
+                event_type,
+                at_ms: now_ms(),
+                provider,
+                reject_reason,
+                detail,
+                fresh: true,
+            });
+        }
+    }
+
     pub fn new(email: String) -> Recipient {
         Recipient {
             email,
@@ -99,6 +121,10 @@ pub struct RecordedEvent {
     pub reject_reason: Option<RejectReason>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Added since the record was read: not yet queued for the app's webhooks
+    /// (`outbox::fresh_entries`). Never stored.
+    #[serde(skip)]
+    pub fresh: bool,
 }
 
 /// Most events kept per recipient (opens and clicks can be many); later ones are not stored

@@ -10,7 +10,7 @@ use super::fault::{Condition, Fault, FaultKind, classify, is_full, panic_text};
 use super::open::{OpenError, open_existing};
 use super::record::now_ms;
 use super::{
-    BODY, Finished, IDEMPOTENCY, IDEMPOTENCY_WINDOW_MS, Inserted, Keyed, META, PROVIDER_HEALTH, PROVIDER_IDS,
+    BODY, Finished, IDEMPOTENCY, IDEMPOTENCY_WINDOW_MS, Inserted, Keyed, META, OUTBOX, PROVIDER_HEALTH, PROVIDER_IDS,
     SPOOL_INFO, SUPPRESSION, SpoolError,
 };
 use crate::metrics::Metrics;
@@ -52,6 +52,8 @@ pub(super) enum Op {
         delete_body: bool,
         /// `provider_id_key`s that name this message from now on.
         provider_ids: Vec<String>,
+        /// Outbox entries committed with it.
+        outbox: Vec<(String, Vec<u8>)>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
     Remove {
@@ -61,8 +63,7 @@ pub(super) enum Op {
     /// Stores (or, with `None`, removes) an entry of a small keyed table.
     Put {
         table: Keyed,
-        key: String,
-        value: Option<Vec<u8>>,
+        entries: Vec<(String, Option<Vec<u8>>)>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
 }
@@ -71,9 +72,9 @@ impl Op {
     fn bytes(&self) -> usize {
         match self {
             Op::Insert { meta, body, .. } => meta.len() + body.len(),
-            Op::Update { meta, .. } => meta.len(),
+            Op::Update { meta, outbox, .. } => meta.len() + outbox.iter().map(|(_, v)| v.len()).sum::<usize>(),
             Op::Remove { entries, .. } => entries.len() * 64,
-            Op::Put { value, .. } => value.as_ref().map_or(0, Vec::len),
+            Op::Put { entries, .. } => entries.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum(),
         }
     }
 
@@ -423,6 +424,7 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, redb::Error> {
         let mut health = txn.open_table(PROVIDER_HEALTH)?;
         let mut suppression = txn.open_table(SUPPRESSION)?;
         let mut provider_ids = txn.open_table(PROVIDER_IDS)?;
+        let mut outbox_table = txn.open_table(OUTBOX)?;
         for op in batch {
             match op {
                 Op::Insert { id, meta: m, body, idempotency, .. } => {
@@ -440,7 +442,10 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, redb::Error> {
                     body_table.insert(id.as_str(), body.as_ref())?;
                     done.push(Done::Inserted(Inserted::New));
                 }
-                Op::Update { id, meta: m, delete_body, provider_ids: ids, .. } => {
+                Op::Update { id, meta: m, delete_body, provider_ids: ids, outbox, .. } => {
+                    for (key, value) in outbox {
+                        outbox_table.insert(key.as_str(), value.as_slice())?;
+                    }
                     meta.insert(id.as_str(), m.as_slice())?;
                     if *delete_body {
                         body_table.remove(id.as_str())?;
@@ -472,15 +477,18 @@ fn commit_batch(db: &Database, batch: &[Op]) -> Result<Vec<Done>, redb::Error> {
                     }
                     done.push(Done::Unit);
                 }
-                Op::Put { table, key, value, .. } => {
+                Op::Put { table, entries, .. } => {
                     let table = match table {
                         Keyed::ProviderHealth => &mut health,
                         Keyed::Suppression => &mut suppression,
+                        Keyed::Outbox => &mut outbox_table,
                     };
-                    match value {
-                        Some(v) => table.insert(key.as_str(), v.as_slice())?,
-                        None => table.remove(key.as_str())?,
-                    };
+                    for (key, value) in entries {
+                        match value {
+                            Some(v) => table.insert(key.as_str(), v.as_slice())?,
+                            None => table.remove(key.as_str())?,
+                        };
+                    }
                     done.push(Done::Unit);
                 }
             }

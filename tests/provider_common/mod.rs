@@ -91,6 +91,10 @@ pub async fn run_cases(baton: &Baton, mock: &MockHttp, backup: &MockSmtp, send_p
         let name = case.name;
         mock.reply(send_path, case.reply.clone());
         baton.resume(API).await;
+        // A case that rejected alice put her on the suppression list (tests/suppression.rs):
+        // each case starts from an empty list.
+        let url = format!("{}/admin/suppressions/alice@example.net", baton.admin);
+        baton.http.delete(url).send().await.unwrap();
         let before_api = mock.requests_to(send_path).len();
         let before_backup = backup.message_count();
         let subject = format!("case {name}");
