@@ -8,6 +8,7 @@ pub mod headers;
 pub mod http;
 pub mod smtp;
 pub mod submit;
+pub mod webhooks;
 
 use crate::shared::Shared;
 use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, now_ms};
