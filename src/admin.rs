@@ -57,18 +57,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     m.queue_kept_bytes.set(shared.queue.kept_bytes() as i64);
     // Providers of each route in rotation (0: the route sends nothing until one comes back).
     let runtime = shared.runtime.load();
-    let in_rotation = |p: &String| {
-        matches!(
-            shared.health.state(p),
-            Some(crate::health::ProviderState::Healthy | crate::health::ProviderState::Degraded)
-        )
-    };
     let routes: Vec<(&str, usize)> = runtime
         .routes
         .iter()
-        .map(|r| (r.name.as_str(), r.providers.iter().filter(|p| in_rotation(p)).count()))
+        .map(|r| (r.name.as_str(), r.providers.iter().filter(|p| shared.health.in_rotation(p)).count()))
         .collect();
     m.set_route_available_providers(&routes);
+    // Bounce and complaint rates as the window slides, not only when something is recorded.
+    shared.health.export_rates();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 

@@ -6,12 +6,13 @@
 //! Every series a panel or an alert reads is created at 0 when Baton starts ([`Metrics::init_config`]),
 //! so panels are not empty and `increase()` sees the first event.
 
-use crate::config::Config;
+use crate::config::{Config, HealthSettings};
+use crate::health::rates::{RateSettings, RateSnapshot, WarnLevels};
 use crate::health::{ProbeVerdict, ProviderState};
 use crate::outcome::OutcomeClass;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -107,6 +108,19 @@ pub struct Metrics {
     pub provider_events: IntCounterVec,
     /// Endpoints exported by `webhook_queue`.
     webhooks_exported: Mutex<BTreeSet<String>>,
+    /// `baton_provider_bounce_rate{provider}`: hard bounces ÷ recipients sent through the
+    /// provider over its `rate_window`, 0 below `rate_min_sent`; refreshed at each scrape.
+    pub provider_bounce_rate: GaugeVec,
+    /// `baton_provider_complaint_rate{provider}`: spam complaints ÷ recipients sent, likewise.
+    pub provider_complaint_rate: GaugeVec,
+    /// `baton_provider_bounce_rate_warn{provider}`: its `bounce_rate_warn` (alerts compare with it).
+    pub provider_bounce_rate_warn: GaugeVec,
+    /// `baton_provider_complaint_rate_warn{provider}`: its `complaint_rate_warn`.
+    pub provider_complaint_rate_warn: GaugeVec,
+    /// `baton_provider_rate_sample{provider}`: recipients sent through it in the rate window.
+    pub provider_rate_sample: IntGaugeVec,
+    /// Providers currently exported by the five rate gauges.
+    rate_providers: Mutex<Vec<String>>,
 }
 
 /// Outcomes of a send request to a provider-compatible API (`baton_compat_requests_total`).
@@ -141,8 +155,8 @@ pub const SMTP_AUTH_BLOCK_SCOPES: [&str; 2] = ["ip", "user"];
 pub const SMTP_TIMEOUT_PHASES: [&str; 3] = ["idle", "command", "data"];
 
 /// Reasons a delivery moves on to the route's next provider (`baton_failovers_total{reason}`):
-/// the outcome class of the failed attempt, or the state of a provider that was skipped.
-pub const FAILOVER_REASONS: [&str; 9] = [
+/// the outcome class of the failed attempt, or why a provider was skipped (`health::Skip`).
+pub const FAILOVER_REASONS: [&str; 11] = [
     "transient",
     "rate_limited",
     "account",
@@ -151,7 +165,9 @@ pub const FAILOVER_REASONS: [&str; 9] = [
     "open",
     "suspended",
     "drained",
+    "silent",
     "sender_blocked",
+    "rate_warning",
 ];
 
 /// The `domain` label of `baton_provider_sender_blocked` for domains no client names.
@@ -190,6 +206,12 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry.register(Box::new(g.clone())).expect("unique metric");
     g
 }
@@ -406,6 +428,37 @@ impl Metrics {
                 "Recipients not handed to any provider because they are on the suppression list",
                 &["client"],
             ),
+            provider_bounce_rate: float_gauge_vec(
+                &registry,
+                "baton_provider_bounce_rate",
+                "Hard bounces / recipients sent through the provider over health.rate_window (0 below rate_min_sent)",
+                &["provider"],
+            ),
+            provider_complaint_rate: float_gauge_vec(
+                &registry,
+                "baton_provider_complaint_rate",
+                "Spam complaints / recipients sent through the provider over health.rate_window (0 below rate_min_sent)",
+                &["provider"],
+            ),
+            provider_bounce_rate_warn: float_gauge_vec(
+                &registry,
+                "baton_provider_bounce_rate_warn",
+                "health.bounce_rate_warn of the provider: the bounce rate Baton warns at",
+                &["provider"],
+            ),
+            provider_complaint_rate_warn: float_gauge_vec(
+                &registry,
+                "baton_provider_complaint_rate_warn",
+                "health.complaint_rate_warn of the provider: the complaint rate Baton warns at",
+                &["provider"],
+            ),
+            provider_rate_sample: gauge_vec(
+                &registry,
+                "baton_provider_rate_sample",
+                "Recipients sent through the provider over health.rate_window (the rates' sample)",
+                &["provider"],
+            ),
+            rate_providers: Mutex::new(Vec::new()),
             failovers: counter(
                 &registry,
                 "baton_failovers_total",
@@ -586,6 +639,10 @@ impl Metrics {
             }
         }
         *self.sender_domains.lock().unwrap_or_else(|e| e.into_inner()) = domains;
+        for (name, provider) in &config.providers {
+            let settings = HealthSettings::resolve(&config.health, provider.health());
+            self.init_rates(name, RateSettings::resolve(&settings, provider).warn);
+        }
         if config.canary.is_some() {
             for (provider, _) in config.providers.iter().filter(|(_, p)| p.canary_enabled()) {
                 self.canary_sent.with_label_values(&[provider]);
@@ -636,6 +693,46 @@ impl Metrics {
         for (domain, n) in counts {
             self.provider_sender_blocked.with_label_values(&[provider, domain]).set(n);
         }
+    }
+
+    /// Creates a provider's rate series (the rates at 0 unless already set) with its warn levels.
+    fn init_rates(&self, provider: &str, warn: WarnLevels) {
+        self.provider_bounce_rate.with_label_values(&[provider]);
+        self.provider_complaint_rate.with_label_values(&[provider]);
+        self.provider_rate_sample.with_label_values(&[provider]);
+        self.provider_bounce_rate_warn.with_label_values(&[provider]).set(warn.bounce);
+        self.provider_complaint_rate_warn.with_label_values(&[provider]).set(warn.complaint);
+        let mut exported = self.rate_providers.lock().unwrap_or_else(|e| e.into_inner());
+        if !exported.iter().any(|p| p == provider) {
+            exported.push(provider.to_string());
+        }
+    }
+
+    /// Sets the five rate gauges to exactly these providers (removed providers disappear, so
+    /// their last rate cannot keep an alert firing).
+    pub fn set_provider_rates(&self, rates: &[(String, RateSnapshot, WarnLevels)]) {
+        let gauges = [
+            &self.provider_bounce_rate,
+            &self.provider_complaint_rate,
+            &self.provider_bounce_rate_warn,
+            &self.provider_complaint_rate_warn,
+        ];
+        let mut exported = self.rate_providers.lock().unwrap_or_else(|e| e.into_inner());
+        for old in exported.iter().filter(|old| !rates.iter().any(|(p, _, _)| p == *old)) {
+            for g in gauges {
+                let _ = g.remove_label_values(&[old.as_str()]);
+            }
+            let _ = self.provider_rate_sample.remove_label_values(&[old.as_str()]);
+        }
+        for (provider, s, warn) in rates {
+            let p = [provider.as_str()];
+            self.provider_bounce_rate.with_label_values(&p).set(s.bounce_rate.unwrap_or(0.0));
+            self.provider_complaint_rate.with_label_values(&p).set(s.complaint_rate.unwrap_or(0.0));
+            self.provider_bounce_rate_warn.with_label_values(&p).set(warn.bounce);
+            self.provider_complaint_rate_warn.with_label_values(&p).set(warn.complaint);
+            self.provider_rate_sample.with_label_values(&p).set(i64::try_from(s.sent).unwrap_or(i64::MAX));
+        }
+        *exported = rates.iter().map(|(p, _, _)| p.clone()).collect();
     }
 
     /// Exports `baton_config_info{hash}` = 1 for `hash` and removes the previous hash's series.
@@ -772,6 +869,32 @@ mod tests {
         m.init_config(&config("[[routes]]\nname = \"r\"\nproviders = [\"a\", \"b\", \"c\"]\nwarm_standby = 0.1\n"));
         assert_eq!(pairs(&m), ["a>b", "a>c", "b>a", "b>c"]);
         assert_eq!(samples(&m, "baton_delivery_latency_seconds_count").len(), 3);
+    }
+
+    #[test]
+    fn rate_series_start_at_zero_with_the_warn_levels_and_leave_with_their_provider() {
+        let m = Metrics::new();
+        m.init_config(&config("[[routes]]\nname = \"r\"\nproviders = [\"a\", \"b\", \"c\"]\n"));
+        for name in ["baton_provider_bounce_rate", "baton_provider_complaint_rate", "baton_provider_rate_sample"] {
+            let lines = samples(&m, name);
+            assert_eq!(lines.len(), 3, "{lines:?}");
+            assert!(lines.iter().all(|l| l.ends_with(" 0")), "{lines:?}");
+        }
+        // File providers: the generic levels.
+        assert_eq!(
+            samples(&m, "baton_provider_bounce_rate_warn")[0],
+            "baton_provider_bounce_rate_warn{provider=\"a\"} 0.05"
+        );
+        assert_eq!(
+            samples(&m, "baton_provider_complaint_rate_warn")[2],
+            "baton_provider_complaint_rate_warn{provider=\"c\"} 0.001"
+        );
+        let s =
+            RateSnapshot { sent: 200, bounces: 12, complaints: 0, bounce_rate: Some(0.06), complaint_rate: Some(0.0) };
+        m.set_provider_rates(&[("a".into(), s, WarnLevels { bounce: 0.05, complaint: 0.001 })]);
+        assert_eq!(samples(&m, "baton_provider_bounce_rate"), ["baton_provider_bounce_rate{provider=\"a\"} 0.06"]);
+        assert_eq!(samples(&m, "baton_provider_rate_sample"), ["baton_provider_rate_sample{provider=\"a\"} 200"]);
+        assert_eq!(samples(&m, "baton_provider_complaint_rate_warn").len(), 1, "b and c are gone");
     }
 
     #[test]

@@ -130,6 +130,16 @@ fn invalid_configs_are_reported_with_line_and_key() {
             &["health.trial_timeout", "greater than 0"],
         ),
         (
+            "bounce rate warn level as a percentage",
+            format!("{VALID}\n[providers.outbox.health]\nbounce_rate_warn = 4.0\n"),
+            &[":28:", "providers.outbox.health.bounce_rate_warn", "at most 1", "0.04"],
+        ),
+        (
+            "zero rate window",
+            format!("{VALID}\n[health]\nrate_window = \"0s\"\ncomplaint_rate_warn = 0.0\n"),
+            &["health.rate_window", "greater than 0", "health.complaint_rate_warn", "above 0"],
+        ),
+        (
             "same listen address",
             VALID.replace("127.0.0.1:9090", "127.0.0.1:8080"),
             &[":4:", "server.admin_listen", "same address"],

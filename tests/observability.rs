@@ -202,6 +202,10 @@ fn dashboard_is_well_formed() {
         "baton_spool_commit_duration_seconds_bucket",
         "baton_spool_commit_batch_size_bucket",
         "baton_config_reloads_total",
+        "baton_provider_bounce_rate",
+        "baton_provider_bounce_rate_warn",
+        "baton_provider_complaint_rate",
+        "baton_provider_complaint_rate_warn",
     ] {
         assert!(used.contains(name), "the dashboard shows {name}");
     }
@@ -220,6 +224,8 @@ fn every_alert_has_a_summary_and_a_description() {
         "BatonSpoolNearlyFull",
         "BatonConfigReloadFailed",
         "BatonDeliveryFailures",
+        "BatonProviderBounceRateHigh",
+        "BatonProviderComplaintRateHigh",
     ] {
         assert!(alerts.iter().any(|a| a == want), "alert {want} in {RULES}");
     }
@@ -384,6 +390,13 @@ async fn series_exist_at_zero_from_the_start() {
         key("baton_queue_kept_bytes", &[]),
         key("baton_config_reloads_total", &[("result", "success")]),
         key("baton_config_reloads_total", &[("result", "failure")]),
+        key("baton_provider_bounce_rate", &[("provider", "primary")]),
+        key("baton_provider_complaint_rate", &[("provider", "backup")]),
+        key("baton_provider_rate_sample", &[("provider", "primary")]),
+        key(
+            "baton_failovers_total",
+            &[("route", "default"), ("from", "primary"), ("to", "backup"), ("reason", "rate_warning")],
+        ),
     ];
     let all = parse(&m);
     for k in &zero {
@@ -392,6 +405,9 @@ async fn series_exist_at_zero_from_the_start() {
     let one = |name: &str, labels: &[(&str, &str)]| get(&m, name, labels);
     assert_eq!(one("baton_provider_state", &[("provider", "backup"), ("state", "healthy")]), Some(1.0));
     assert_eq!(one("baton_route_available_providers", &[("route", "default")]), Some(2.0));
+    // SMTP relays: the common review levels, so the rate alerts compare from the start.
+    assert_eq!(one("baton_provider_bounce_rate_warn", &[("provider", "primary")]), Some(0.05));
+    assert_eq!(one("baton_provider_complaint_rate_warn", &[("provider", "backup")]), Some(0.001));
     assert_eq!(one("baton_spool_max_bytes", &[]), Some(64.0 * 1024.0 * 1024.0));
     assert_eq!(one("baton_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
     let info: Vec<_> = all.values().filter(|(n, _, _)| n == "baton_config_info").collect();

@@ -502,6 +502,17 @@ pub struct HealthOverride {
     /// How long a sender domain the provider refused as unverified goes to the next provider
     /// before it is tried there again.
     pub sender_cooldown: Option<Dur>,
+    /// Hard bounces ÷ recipients sent through the provider over `rate_window` at which Baton
+    /// warns (default: per provider type, below the provider's own review level).
+    pub bounce_rate_warn: Option<f64>,
+    /// Spam complaints ÷ recipients sent, likewise.
+    pub complaint_rate_warn: Option<f64>,
+    /// The sliding window the bounce and complaint rates are measured over.
+    pub rate_window: Option<Dur>,
+    /// Recipients sent in the window before a rate counts (fewer say nothing).
+    pub rate_min_sent: Option<u32>,
+    /// Take the provider out of rotation while a rate is at or over its warn level.
+    pub pause_on_rate: Option<bool>,
 }
 
 pub type HealthConfig = HealthOverride;
@@ -519,6 +530,12 @@ pub struct HealthSettings {
     pub account_cooldown: std::time::Duration,
     pub trial_timeout: std::time::Duration,
     pub sender_cooldown: std::time::Duration,
+    /// `None`: the provider type's default (`health::rates::default_warn`).
+    pub bounce_rate_warn: Option<f64>,
+    pub complaint_rate_warn: Option<f64>,
+    pub rate_window: std::time::Duration,
+    pub rate_min_sent: u32,
+    pub pause_on_rate: bool,
 }
 
 impl HealthSettings {
@@ -537,6 +554,11 @@ impl HealthSettings {
             account_cooldown: pick(provider.account_cooldown, defaults.account_cooldown, secs(600)),
             trial_timeout: pick(provider.trial_timeout, defaults.trial_timeout, secs(5)),
             sender_cooldown: pick(provider.sender_cooldown, defaults.sender_cooldown, secs(600)),
+            bounce_rate_warn: provider.bounce_rate_warn.or(defaults.bounce_rate_warn),
+            complaint_rate_warn: provider.complaint_rate_warn.or(defaults.complaint_rate_warn),
+            rate_window: pick(provider.rate_window, defaults.rate_window, secs(24 * 3600)),
+            rate_min_sent: provider.rate_min_sent.or(defaults.rate_min_sent).unwrap_or(100),
+            pause_on_rate: provider.pause_on_rate.or(defaults.pause_on_rate).unwrap_or(false),
         }
     }
 }

@@ -235,6 +235,7 @@ fn validate_health(h: &super::HealthOverride, path: &KeyPath, p: &mut Problems<'
         ("account_cooldown", h.account_cooldown),
         ("trial_timeout", h.trial_timeout),
         ("sender_cooldown", h.sender_cooldown),
+        ("rate_window", h.rate_window),
     ] {
         if value.is_some_and(|d| d.0.is_zero()) {
             p.error(&path.key(key), "must be greater than 0");
@@ -246,10 +247,19 @@ fn validate_health(h: &super::HealthOverride, path: &KeyPath, p: &mut Problems<'
     if h.min_requests == Some(0) {
         p.error(&path.key("min_requests"), "must be at least 1");
     }
-    if let Some(rate) = h.failure_rate
-        && !(rate > 0.0 && rate <= 1.0)
-    {
-        p.error(&path.key("failure_rate"), "must be a ratio above 0 and at most 1, e.g. 0.5");
+    if h.rate_min_sent == Some(0) {
+        p.error(&path.key("rate_min_sent"), "must be at least 1");
+    }
+    for (key, value, example) in [
+        ("failure_rate", h.failure_rate, "0.5"),
+        ("bounce_rate_warn", h.bounce_rate_warn, "0.04 for 4 %"),
+        ("complaint_rate_warn", h.complaint_rate_warn, "0.0008 for 0.08 %"),
+    ] {
+        if let Some(rate) = value
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            p.error(&path.key(key), format!("must be a ratio above 0 and at most 1, e.g. {example}"));
+        }
     }
     if let (Some(a), Some(b)) = (h.open_for, h.max_open_for)
         && b < a

@@ -404,6 +404,7 @@ async fn run_pass(
                         format!("re-delivered: {silent} accepted it but went silent (its canaries were lost)")
                     });
                     r.note(EventType::Sent, Some(name), None, String::new());
+                    shared.health.rates().record_sent(name, 1);
                     metrics.recipients.with_label_values(&[name, "delivered"]).inc();
                     metrics.delivery_latency.with_label_values(&[&route.name, name]).observe(latency);
                 }

@@ -205,7 +205,7 @@ pub struct ProviderEvent {
     /// Lower-cased address.
     pub recipient: Option<String>,
     /// The id the provider's send answer returned for this message (what Baton stores per
-    /// recipient), in the same form (e.g. Mailgun's with angle brackets stripped).
+    /// recipient), in the same form (e.g. Mailgun's in angle brackets, as its send answer gives it).
     pub provider_message_id: Option<String>,
     /// When the provider says it happened (ms since the Unix epoch); 0 if it does not say.
     pub at_ms: u64,

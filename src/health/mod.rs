@@ -24,6 +24,7 @@
 pub mod canary;
 pub mod mailbox;
 pub mod probe;
+pub mod rates;
 pub mod saved;
 mod window;
 
@@ -32,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use crate::spool::record::now_ms;
 use dashmap::DashMap;
+use rates::{Clock, RateSettings, Rates};
 use saved::{SavedBlock, SavedHealth};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -91,6 +93,8 @@ pub enum Skip {
     State(ProviderState),
     /// The provider refused this message's sender domain as unverified, recently.
     SenderBlocked,
+    /// Its bounce or complaint rate is at or over the warn level and `pause_on_rate` is set.
+    RateWarning,
 }
 
 impl Skip {
@@ -98,6 +102,7 @@ impl Skip {
         match self {
             Skip::State(state) => state.as_str(),
             Skip::SenderBlocked => "sender_blocked",
+            Skip::RateWarning => "rate_warning",
         }
     }
 }
@@ -307,12 +312,15 @@ pub struct Health {
     metrics: Arc<Metrics>,
     /// Names of providers whose durable state changed (see [`Health::persistent`]).
     changed: Option<mpsc::UnboundedSender<String>>,
+    /// Bounce and complaint rates of what was sent through each provider.
+    rates: Rates,
 }
 
 impl Health {
     /// Health kept in memory only.
     pub fn new(metrics: Arc<Metrics>) -> Health {
-        Health { providers: DashMap::new(), standby_counters: DashMap::new(), metrics, changed: None }
+        let rates = Rates::new(Clock::System);
+        Health { providers: DashMap::new(), standby_counters: DashMap::new(), metrics, changed: None, rates }
     }
 
     /// Health whose durable state is saved: the receiver yields the name of each provider
@@ -329,6 +337,7 @@ impl Health {
     pub fn sync(&self, config: &Config) {
         for (name, provider) in &config.providers {
             let settings = HealthSettings::resolve(&config.health, provider.health());
+            self.rates.configure(name, RateSettings::resolve(&settings, provider));
             let (probe, fingerprint) = (provider.probe_enabled(), provider.fingerprint());
             match self.providers.get(name) {
                 Some(p) => {
@@ -345,6 +354,19 @@ impl Health {
             }
         }
         self.providers.retain(|name, _| config.providers.contains_key(name));
+        self.rates.retain(|name| config.providers.contains_key(name));
+    }
+
+    /// The bounce and complaint rates: delivery records what each provider accepted, webhooks
+    /// the bounces and complaints it reports.
+    pub fn rates(&self) -> &Rates {
+        &self.rates
+    }
+
+    /// Exports every provider's rates and warn levels (`baton_provider_bounce_rate` …); the
+    /// admin listener calls it at each scrape.
+    pub fn export_rates(&self) {
+        self.metrics.set_provider_rates(&self.rates.all());
     }
 
     /// Forgets a provider's health (its connection settings changed); the next
@@ -358,6 +380,7 @@ impl Health {
             self.metrics.set_sender_blocked(name, &[]);
             self.mark_changed(name);
         }
+        self.rates.forget(name);
     }
 
     fn get(&self, name: &str) -> Option<Arc<ProviderHealth>> {
@@ -445,9 +468,12 @@ impl Health {
             self.blocks_changed(&p, inner);
         }
         let blocked = inner.block_remaining(sender_domain, now).is_some();
-        let trial_due = |inner: &Inner| inner.cooldown_over(now) && !inner.trial_in_flight(now);
+        // Evaluated from the live rates: no state of its own, it ends as the window slides.
+        let rate_paused = self.rates.pausing(name).is_some();
+        let trial_due = |inner: &Inner| inner.cooldown_over(now) && !inner.trial_in_flight(now) && !rate_paused;
         match inner.state {
             ProviderState::Healthy | ProviderState::Degraded if blocked => Admission::Skip(Skip::SenderBlocked),
+            ProviderState::Healthy | ProviderState::Degraded if rate_paused => Admission::Skip(Skip::RateWarning),
             ProviderState::Healthy | ProviderState::Degraded => Admission::Send(Trial::No),
             ProviderState::Drained | ProviderState::Silent => Admission::Skip(Skip::State(inner.state)),
             // A blocked sender must not take the trial: its answer would say nothing.
@@ -693,10 +719,11 @@ impl Health {
         Some(inner.state)
     }
 
-    /// Operator: put a provider back into rotation now (also ends a suspension and lifts
-    /// every sender-domain block).
+    /// Operator: put a provider back into rotation now (also ends a suspension, lifts every
+    /// sender-domain block and a `pause_on_rate` pause, whose counts start afresh).
     pub fn resume(&self, name: &str) -> Option<ProviderState> {
         let p = self.get(name)?;
+        self.rates.resume(name);
         let mut guard = p.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *guard;
         inner.window.clear();
@@ -717,6 +744,11 @@ impl Health {
         let fast_probe = (inner.settings.probe_interval / 4).max(Duration::from_millis(100));
         let cooldown_left = inner.available_at.map(|at| at.saturating_duration_since(now)).unwrap_or_default();
         match inner.state {
+            // Paused on its rates: look again when the oldest counts leave the window.
+            ProviderState::Healthy | ProviderState::Degraded if self.rates.pausing(name).is_some() => {
+                let block = inner.block_remaining(sender_domain, now).unwrap_or_default();
+                Some(self.rates.recheck_in(name).unwrap_or(TRIAL_RECHECK).max(block))
+            }
             ProviderState::Healthy | ProviderState::Degraded => {
                 Some(inner.block_remaining(sender_domain, now).unwrap_or_default())
             }
@@ -744,6 +776,12 @@ impl Health {
 
     pub fn state(&self, name: &str) -> Option<ProviderState> {
         Some(self.get(name)?.inner.lock().unwrap_or_else(|e| e.into_inner()).state)
+    }
+
+    /// Whether the provider takes new mail: healthy or degraded, and not paused on its rates.
+    pub fn in_rotation(&self, name: &str) -> bool {
+        matches!(self.state(name), Some(ProviderState::Healthy | ProviderState::Degraded))
+            && self.rates.pausing(name).is_none()
     }
 
     /// `health.trial_timeout` of this provider: the longest a message waits on its trial.
@@ -889,6 +927,7 @@ fn log_probe_change(provider: &str, verdict: ProbeVerdict, detail: &str) {
 mod tests {
     use super::*;
     use crate::config::HealthOverride;
+    use rates::{OnWarn, WarnLevels};
 
     fn health(settings: HealthSettings) -> Health {
         let h = Health::new(Arc::new(Metrics::new()));
@@ -1064,6 +1103,72 @@ mod tests {
         std::thread::sleep(Duration::from_millis(210));
         assert_eq!(h.admit("p", "b.example.com"), Admission::Send(Trial::No), "tried again after the cooldown");
         assert!(h.statuses()[0].sender_blocks.is_empty());
+    }
+
+    /// Health whose provider "p" warns at 4 % bounces / 0.08 % complaints over an hour, with
+    /// 100 sent at least, on a clock the test moves.
+    fn health_with_rates(on_warn: OnWarn) -> (Health, Clock) {
+        let clock = Clock::manual();
+        let mut h = health(settings());
+        h.rates = Rates::new(clock.clone());
+        let warn = WarnLevels { bounce: 0.04, complaint: 0.0008 };
+        h.rates.configure("p", RateSettings { warn, window: Duration::from_secs(3600), min_sent: 100, on_warn });
+        (h, clock)
+    }
+
+    #[test]
+    fn without_pause_on_rate_a_high_bounce_rate_changes_no_routing() {
+        let (h, _) = health_with_rates(OnWarn::Alert);
+        h.rates().record_sent("p", 100);
+        (0..10).for_each(|_| h.rates().record_bounce("p"));
+        assert!(h.rates().over_warn("p").is_some());
+        assert_eq!(h.admit("p", "example.com"), Admission::Send(Trial::No));
+        assert!(h.in_rotation("p"));
+        assert_eq!(h.available_in("p", "example.com"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn pause_on_rate_skips_a_provider_over_its_warn_level_until_the_window_slides() {
+        let (h, clock) = health_with_rates(OnWarn::Pause);
+        h.rates().record_sent("p", 100);
+        (0..3).for_each(|_| h.rates().record_bounce("p"));
+        assert_eq!(h.admit("p", "example.com"), Admission::Send(Trial::No), "3 % is under 4 %");
+        h.rates().record_bounce("p");
+        assert_eq!(h.admit("p", "example.com"), Admission::Skip(Skip::RateWarning));
+        assert!(!h.in_rotation("p"));
+        assert_eq!(h.state("p"), Some(ProviderState::Healthy), "no state of its own: nothing to save or restore");
+        let back = h.available_in("p", "example.com").unwrap();
+        assert!(back > Duration::from_secs(3500), "delivery looks again when the counts leave the window: {back:?}");
+        clock.advance(Duration::from_secs(3601));
+        assert_eq!(h.admit("p", "example.com"), Admission::Send(Trial::No));
+        assert!(h.in_rotation("p"));
+    }
+
+    #[test]
+    fn a_rate_pause_holds_back_trials_and_an_operator_resume_lifts_it() {
+        let (h, _) = health_with_rates(OnWarn::Pause);
+        h.rates().record_sent("p", 100);
+        h.rates().record_complaint("p");
+        record(&h, OutcomeClass::RateLimited, "429", Some(Duration::ZERO), false);
+        assert_eq!(
+            h.admit("p", "example.com"),
+            Admission::Skip(Skip::State(ProviderState::RateLimited)),
+            "a paused provider takes no trial either"
+        );
+        h.resume("p");
+        assert_eq!(h.admit("p", "example.com"), Admission::Send(Trial::No));
+        assert_eq!(h.rates().snapshot("p").sent, 0, "counts start afresh");
+    }
+
+    #[test]
+    fn every_skip_reason_is_a_failover_reason() {
+        let out_of_rotation = ProviderState::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, ProviderState::Healthy | ProviderState::Degraded))
+            .map(Skip::State);
+        for skip in out_of_rotation.chain([Skip::SenderBlocked, Skip::RateWarning]) {
+            assert!(crate::metrics::FAILOVER_REASONS.contains(&skip.as_str()), "{} in FAILOVER_REASONS", skip.as_str());
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl TokenCache {
     }
 
     /// Records `token` as used until `expires_ms`; false if it already was (a replay).
-    fn first_use(&self, token: &str, expires_ms: u64, now_ms: u64) -> bool {
+    pub fn first_use(&self, token: &str, expires_ms: u64, now_ms: u64) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.get(token).is_some_and(|&until| until > now_ms) {
             return false;

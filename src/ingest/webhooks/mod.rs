@@ -7,6 +7,7 @@
 pub mod mailgun;
 pub mod mandrill;
 pub mod postmark;
+pub mod receive;
 pub mod resend;
 pub mod sendgrid;
 pub mod ses;

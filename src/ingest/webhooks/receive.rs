@@ -12,7 +12,7 @@
 
 use super::{Inbound, Refused, mailgun, mandrill, postmark, resend, sendgrid, ses, sns};
 use crate::config::{ProviderConfig, SuppressionScope};
-use crate::event::ProviderEvent;
+use crate::event::{EventType, ProviderEvent};
 use crate::outbox::{self, Fields};
 use crate::shared::Shared;
 use crate::spool::Keyed;
@@ -34,20 +34,30 @@ use std::sync::Arc;
 /// could not be checked now (503: SNS certificate unreachable; the provider retries).
 pub const OUTCOMES: [&str; 5] = ["accepted", "refused", "invalid", "not_configured", "unavailable"];
 
+/// How long an applied event's id is remembered.
+const EVENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What the provider webhooks keep between requests: replay caches, SNS certificates, and a
 /// lock that applies one request's events at a time (each is a read-modify-write of a record).
 pub struct Inbox {
     mailgun_tokens: mailgun::TokenCache,
+    /// Provider event ids applied in the last [`EVENT_MEMORY`]: a provider that posts an event
+    /// again (its retry after a lost answer) does not add it twice.
+    events_seen: mailgun::TokenCache,
     sns_certs: Option<sns::CertCache>,
     apply: tokio::sync::Mutex<()>,
 }
 
 impl Default for Inbox {
     fn default() -> Inbox {
-        let sns_certs = sns::CertCache::new()
-            .inspect_err(|e| tracing::error!(error = %e, "SES webhooks unavailable"))
-            .ok();
-        Inbox { mailgun_tokens: mailgun::TokenCache::default(), sns_certs, apply: tokio::sync::Mutex::new(()) }
+        let sns_certs =
+            sns::CertCache::new().inspect_err(|e| tracing::error!(error = %e, "SES webhooks unavailable")).ok();
+        Inbox {
+            mailgun_tokens: mailgun::TokenCache::default(),
+            events_seen: mailgun::TokenCache::default(),
+            sns_certs,
+            apply: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -88,7 +98,11 @@ enum Verified {
     Confirm(String),
 }
 
-async fn verify(shared: &Shared, config: &ProviderConfig, inbound: &Inbound<'_>) -> Result<Result<Verified, String>, Option<Refused>> {
+async fn verify(
+    shared: &Shared,
+    config: &ProviderConfig,
+    inbound: &Inbound<'_>,
+) -> Result<Result<Verified, String>, Option<Refused>> {
     let events = |parsed: Result<Vec<ProviderEvent>, String>| Ok(parsed.map(Verified::Events));
     match config {
         ProviderConfig::Mandrill(c) => match (&c.webhook_key, &c.webhook_url) {
@@ -222,9 +236,22 @@ async fn matched(shared: &Shared, provider: &str, event: &ProviderEvent) -> Opti
 
 /// Applies one event: history, app webhooks, suppression.
 async fn apply(shared: &Shared, provider: &str, event: ProviderEvent) {
-    shared.metrics.provider_events.with_label_values(&[provider, event.event_type.as_str()]).inc();
-    let config = shared.runtime.load().config.clone();
     let now = now_ms();
+    if let Some(id) = &event.event_id {
+        let until = now + EVENT_MEMORY.as_millis() as u64;
+        if !shared.inbox.events_seen.first_use(&format!("{provider}\n{id}"), until, now) {
+            return tracing::debug!(provider, event_id = %id, "provider event already applied");
+        }
+    }
+    shared.metrics.provider_events.with_label_values(&[provider, event.event_type.as_str()]).inc();
+    // The provider judges the account on every bounce and complaint it sees, including those
+    // of messages Baton no longer holds.
+    match event.event_type {
+        EventType::Bounced => shared.health.rates().record_bounce(provider),
+        EventType::Complained => shared.health.rates().record_complaint(provider),
+        _ => {}
+    }
+    let config = shared.runtime.load().config.clone();
     let at_ms = if event.at_ms > 0 { event.at_ms } else { now };
     let Some(mut record) = matched(shared, provider, &event).await else {
         return unmatched(shared, provider, &event, &config, at_ms).await;
@@ -275,13 +302,7 @@ async fn apply(shared: &Shared, provider: &str, event: ProviderEvent) {
 }
 
 /// An event for a message Baton does not hold (any more).
-async fn unmatched(
-    shared: &Shared,
-    provider: &str,
-    event: &ProviderEvent,
-    config: &crate::config::Config,
-    at_ms: u64,
-) {
+async fn unmatched(shared: &Shared, provider: &str, event: &ProviderEvent, config: &crate::config::Config, at_ms: u64) {
     tracing::info!(
         provider, event = event.event_type.as_str(), provider_event = %event.provider_event,
         "provider event for a message Baton does not hold"
