@@ -189,6 +189,37 @@ fn invalid_configs_are_reported_with_line_and_key() {
         ),
         ("syntax error", VALID.replace("[[routes]]", "[[routes]"), &[":23:", "syntax"]),
         (
+            "app webhook with a bad secret, an unknown event and client",
+            format!(
+                "{VALID}\n[[webhooks]]\nurl = \"ftp://app.example.com/x\"\nsecret = \"not base64!\"\nevents = [\"deliverd\"]\nclients = [\"nobody\"]\n"
+            ),
+            &[
+                ":29:",
+                "webhooks[0].url",
+                "http:// or https://",
+                "webhooks[0].secret",
+                "whsec_",
+                "webhooks[0].events[0]",
+                "unknown event type \"deliverd\"",
+                "webhooks[0].clients[0]",
+                "no client named \"nobody\"",
+            ],
+        ),
+        (
+            "half-configured provider webhooks",
+            format!(
+                "{VALID}\n[providers.md]\ntype = \"mandrill\"\napi_key = \"k\"\nwebhook_key = \"wk\"\n\n[providers.sg]\ntype = \"sendgrid\"\napi_key = \"k\"\nwebhook_public_key = \"not a key\"\n\n[providers.ses]\ntype = \"ses\"\nregion = \"us-east-1\"\nsns_topic_arns = [\"my-topic\"]\n"
+            ),
+            &[
+                "providers.md.webhook_key",
+                "webhook_url is not",
+                "providers.sg.webhook_public_key",
+                "verification key",
+                "providers.ses.sns_topic_arns[0]",
+                "SNS topic ARN",
+            ],
+        ),
+        (
             "no providers in route",
             VALID.replace("providers = [\"primary\", \"outbox\"]", "providers = []"),
             &[":25:", "routes[0].providers", "at least one provider"],

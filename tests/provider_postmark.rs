@@ -197,6 +197,11 @@ async fn classifies_every_documented_answer() {
         if final_status == "failed" {
             assert_eq!(status["recipients"][0]["status"], "rejected", "{name}: {status:#}");
             assert!(status["recipients"][0]["detail"].as_str().unwrap().contains("inactive"), "{status:#}");
+            // Postmark's inactive list is Baton's too: alice is suppressed for every provider.
+            let url = format!("{}/admin/suppressions/alice@example.net", baton.admin);
+            let listed: serde_json::Value = baton.http.get(&url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(listed["suppressions"][0]["provider"], "postmark", "{name}: {listed:#}");
+            assert_eq!(baton.http.delete(&url).send().await.unwrap().status(), 204);
         }
     }
     assert_eq!(backup.message_count(), backup_before, "no failover for accepted or rejected");

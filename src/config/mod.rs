@@ -730,6 +730,16 @@ impl ProviderConfig {
             c.probe = true;
             c.canary = true;
         });
+        // Webhook settings concern what the provider sends Baton, not how Baton sends.
+        match &mut c {
+            ProviderConfig::Mandrill(m) => (m.webhook_key, m.webhook_url) = (None, None),
+            ProviderConfig::Sendgrid(s) => s.webhook_public_key = None,
+            ProviderConfig::Mailgun(m) => m.webhook_signing_key = None,
+            ProviderConfig::Postmark(p) => (p.webhook_username, p.webhook_password) = (None, None),
+            ProviderConfig::Resend(r) => r.webhook_secret = None,
+            ProviderConfig::Ses(s) => s.sns_topic_arns.clear(),
+            ProviderConfig::Smtp(_) | ProviderConfig::File(_) => {}
+        }
         c
     }
 

@@ -126,6 +126,75 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
     validate_webhooks(c, p);
 }
 
+/// A provider's webhook settings: complete pairs, keys that decode. (Without them the
+/// provider has no webhook endpoint; a half-configured one would refuse every request.)
+fn validate_provider_webhook(provider: &ProviderConfig, path: &KeyPath, p: &mut Problems<'_>) {
+    let pair = |p: &mut Problems<'_>, (a, va): (&str, &Option<String>), (b, vb): (&str, &Option<String>)| match (va, vb)
+    {
+        (Some(_), None) => p.error(&path.key(a), format!("{a} is set but {b} is not")),
+        (None, Some(_)) => p.error(&path.key(b), format!("{b} is set but {a} is not")),
+        _ => {}
+    };
+    match provider {
+        ProviderConfig::Mandrill(m) => {
+            pair(p, ("webhook_key", &m.webhook_key), ("webhook_url", &m.webhook_url));
+            if let Some(url) = &m.webhook_url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                p.error(
+                    &path.key("webhook_url"),
+                    "must be the URL registered in Mandrill, e.g. \"https://baton.example.com/webhooks/NAME\"",
+                );
+            }
+        }
+        ProviderConfig::Postmark(m) => {
+            pair(p, ("webhook_username", &m.webhook_username), ("webhook_password", &m.webhook_password))
+        }
+        ProviderConfig::Sendgrid(s) => {
+            if let Some(key) = &s.webhook_public_key
+                && let Err(e) = crate::ingest::webhooks::sendgrid::public_key(key)
+            {
+                p.error(&path.key("webhook_public_key"), format!("is not SendGrid's verification key: {e}"));
+            }
+        }
+        ProviderConfig::Resend(r) => {
+            if let Some(secret) = &r.webhook_secret
+                && crate::event::signature::decode_secret(secret).is_err()
+            {
+                p.error(&path.key("webhook_secret"), "must be the webhook's signing secret, whsec_ followed by base64");
+            }
+        }
+        ProviderConfig::Ses(s) => {
+            for (i, arn) in s.sns_topic_arns.iter().enumerate() {
+                if !(arn.starts_with("arn:aws:sns:")
+                    || arn.starts_with("arn:aws-cn:sns:")
+                    || arn.starts_with("arn:aws-us-gov:sns:"))
+                {
+                    p.error(
+                        &path.key("sns_topic_arns").index(i),
+                        "must be an SNS topic ARN, e.g. \"arn:aws:sns:us-east-1:123456789012:ses-events\"",
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    // Set but empty (e.g. an unset `${VAR:-}`) would make every request fail its check.
+    let secrets: Vec<(&str, &Option<String>)> = match provider {
+        ProviderConfig::Mandrill(m) => vec![("webhook_key", &m.webhook_key)],
+        ProviderConfig::Mailgun(m) => vec![("webhook_signing_key", &m.webhook_signing_key)],
+        ProviderConfig::Postmark(m) => {
+            vec![("webhook_username", &m.webhook_username), ("webhook_password", &m.webhook_password)]
+        }
+        _ => Vec::new(),
+    };
+    for (key, value) in secrets {
+        if let Some(v) = value {
+            check_secret(&path.key(key), v, p);
+        }
+    }
+}
+
 /// `[[webhooks]]`: an http(s) URL, a Standard Webhooks secret, known event types and clients,
 /// and one name per endpoint (metrics and the outbox tell endpoints apart by name).
 fn validate_webhooks(c: &Config, p: &mut Problems<'_>) {
@@ -330,6 +399,7 @@ fn validate_providers(c: &Config, p: &mut Problems<'_>) {
         if !valid_name(name) {
             p.error(&path, "provider names may use letters, digits, '-' and '_' only");
         }
+        validate_provider_webhook(provider, &path, p);
         match provider {
             ProviderConfig::Smtp(s) => {
                 if s.host.trim().is_empty() {
