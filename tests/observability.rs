@@ -333,7 +333,9 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
     let canary = format!(
         "\n[canary]\ninterval = \"1h\"\nfrom = \"canary@example.com\"\nto = \"canary@example.net\"\n\n[canary.imap]\nhost = \"127.0.0.1\"\nport = {closed}\ntls = \"none\"\nusername = \"canary\"\npassword = \"canary-password\"\n"
     );
-    let baton = Baton::start(&(two_providers(&primary, "", &backup, "") + &canary)).await;
+    // With [[webhooks]], the app-webhook series exist from the start.
+    let webhooks = "\n[[webhooks]]\nurl = \"http://127.0.0.1:9/events\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw0Q5Rm9zJ9Zc=\"\nevents = [\"bounced\"]\n";
+    let baton = Baton::start(&(two_providers(&primary, "", &backup, "") + &canary + webhooks)).await;
     // Traffic: a failover, a delivery, an ingest rejection.
     let id = baton.send(message(&["alice@example.net"], "observability")).await;
     assert_eq!(baton.wait_final(&id).await["status"], "delivered");
