@@ -393,6 +393,7 @@ async fn run_pass(
         });
         let latency = now_ms().saturating_sub(record.created_ms) as f64 / 1000.0;
         let mut suppressed = Vec::new();
+        let mut sent = 0;
         for (&idx, result) in pending.iter().zip(report.recipients) {
             let r = &mut record.recipients[idx];
             match result {
@@ -404,7 +405,7 @@ async fn run_pass(
                         format!("re-delivered: {silent} accepted it but went silent (its canaries were lost)")
                     });
                     r.note(EventType::Sent, Some(name), None, String::new());
-                    shared.health.rates().record_sent(name, 1);
+                    sent += 1;
                     metrics.recipients.with_label_values(&[name, "delivered"]).inc();
                     metrics.delivery_latency.with_label_values(&[&route.name, name]).observe(latency);
                 }
@@ -420,6 +421,9 @@ async fn run_pass(
                 }
                 RecipientResult::NotDone => r.detail = Some(format!("{name}: {}", report.detail)),
             }
+        }
+        if sent > 0 {
+            shared.health.rates().record_sent(name, sent);
         }
         // Before the next provider (or the next message) is handed anything.
         for (email, why, detail) in suppressed {
