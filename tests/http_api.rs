@@ -62,6 +62,22 @@ async fn delivers_to_the_file_provider_with_a_correct_mime_message() {
     assert!(!headers.contains("Bcc"), "bcc must stay in the envelope");
 }
 
+/// `from` takes `{"email", "name"}` like `to`, `cc` and `bcc` (issue 18).
+#[tokio::test]
+async fn from_may_be_an_object_like_the_recipients() {
+    let (baton, out) = outbox_baton("", None).await;
+    let from = json!({"email": "billing@example.com", "name": "Billing, Acme Inc."});
+    let id = baton.send(json!({"from": from, "to": ["alice@example.net"], "subject": "s", "text": "t"})).await;
+    assert_eq!(baton.wait_final(&id).await["status"], "delivered");
+    let eml = std::fs::read_to_string(out.path().join(format!("{id}.eml"))).unwrap();
+    assert!(eml.contains("From: \"Billing, Acme Inc.\" <billing@example.com>\r\n"), "{eml}");
+    let id =
+        baton.send(json!({"from": {"email": "billing@example.com"}, "to": ["alice@example.net"], "text": "t"})).await;
+    assert_eq!(baton.wait_final(&id).await["status"], "delivered");
+    let eml = std::fs::read_to_string(out.path().join(format!("{id}.eml"))).unwrap();
+    assert!(eml.contains("From: <billing@example.com>\r\n") || eml.contains("From: billing@example.com\r\n"), "{eml}");
+}
+
 #[tokio::test]
 async fn raw_messages_are_passed_through_byte_exact() {
     let (baton, out) = outbox_baton("", None).await;
@@ -101,10 +117,14 @@ async fn every_error_code() {
         assert!(b["error"]["message"].as_str().unwrap().contains(field), "message should name {field:?}: {b} (request {body})");
     }
 
-    // 403: sender not allowed for this client.
+    // 403: sender not allowed for this client (as text or as an object).
     let (c, b) = baton
         .post(Some(KEY), None, json!({"from": "ceo@example.org", "to": ["a@example.net"], "text": "t"}).to_string())
         .await;
+    assert_error(c, &b, 403, "sender_not_allowed");
+    let from = json!({"email": "ceo@example.org", "name": "CEO"});
+    let (c, b) =
+        baton.post(Some(KEY), None, json!({"from": from, "to": ["a@example.net"], "text": "t"}).to_string()).await;
     assert_error(c, &b, 403, "sender_not_allowed");
 
     // 422: header injection in subject, header value, address name.
@@ -112,6 +132,7 @@ async fn every_error_code() {
         json!({"from": "app@example.com", "to": ["a@example.net"], "subject": "hi\r\nBcc: victim@example.org", "text": "t"}),
         json!({"from": "app@example.com", "to": ["a@example.net"], "headers": {"X-A": "v\nBcc: victim@example.org"}, "text": "t"}),
         json!({"from": "app@example.com", "to": [{"email": "a@example.net", "name": "A\r\nBcc: victim@example.org"}], "text": "t"}),
+        json!({"from": {"email": "app@example.com", "name": "App\r\nBcc: victim@example.org"}, "to": ["a@example.net"], "text": "t"}),
     ] {
         let (c, b) = baton.post(Some(KEY), None, body.to_string()).await;
         assert_error(c, &b, 422, "header_injection");
@@ -127,8 +148,8 @@ async fn every_error_code() {
     let m = baton.metrics().await;
     assert_eq!(Baton::metric(&m, "baton_messages_received_total", &[]), 0.0);
     assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "auth")]), 2.0);
-    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "header_injection")]), 3.0);
-    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "sender_not_allowed")]), 1.0);
+    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "header_injection")]), 4.0);
+    assert_eq!(Baton::metric(&m, "baton_ingest_rejections_total", &[("reason", "sender_not_allowed")]), 2.0);
 }
 
 #[tokio::test]

@@ -18,6 +18,20 @@ pub enum AddressInput {
     Full { email: String, name: Option<String> },
 }
 
+/// The compatible APIs hand over their sender as text.
+impl From<String> for AddressInput {
+    fn from(text: String) -> AddressInput {
+        AddressInput::Plain(text)
+    }
+}
+
+/// Compares a sender given as text (tests of the compatible APIs).
+impl PartialEq<&str> for AddressInput {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, AddressInput::Plain(s) if s == other)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentInput {
@@ -34,7 +48,8 @@ pub struct AttachmentInput {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
-    pub from: String,
+    /// `"a@example.com"`, `"Name <a@example.com>"` or `{"email", "name"}`, like `to`.
+    pub from: AddressInput,
     #[serde(default)]
     pub to: Vec<AddressInput>,
     #[serde(default)]
@@ -80,7 +95,7 @@ impl SendRequest {
     /// provider-compatible APIs' raw sends: Mandrill send-raw, SES Raw, Mailgun messages.mime).
     pub fn raw(from: String, to: Vec<AddressInput>, raw: &[u8]) -> SendRequest {
         SendRequest {
-            from,
+            from: from.into(),
             to,
             cc: Vec::new(),
             bcc: Vec::new(),
@@ -240,7 +255,7 @@ pub fn compose(
             "to: {given} recipients (to, cc and bcc), at most {max_recipients} are allowed per message"
         )));
     }
-    let from = parse_address("from", &AddressInput::Plain(req.from.clone()))?;
+    let from = parse_address("from", &req.from)?;
     let lists = [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)];
     let mut parsed: Vec<(&str, Vec<Parsed>)> = Vec::new();
     for (field, list) in lists {

@@ -429,7 +429,7 @@ fn message(
         return Err(MailgunError::invalid("h:Reply-To: Baton takes one reply-to address"));
     }
     Ok(SendRequest {
-        from: common.from.clone(),
+        from: common.from.clone().into(),
         to,
         cc: common.cc.clone(),
         bcc: common.bcc.clone(),

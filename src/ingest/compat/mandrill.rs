@@ -318,7 +318,7 @@ fn translate(call: SendCall) -> Result<Vec<(Vec<String>, SendRequest)>, Mandrill
         None => None,
     };
     let base = SendRequest {
-        from,
+        from: from.into(),
         to: Vec::new(),
         cc: Vec::new(),
         bcc: extra_bcc,

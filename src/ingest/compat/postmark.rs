@@ -166,7 +166,7 @@ fn translate(email: Email) -> Result<SendRequest, PostmarkError> {
         return Err(PostmarkError::invalid("ReplyTo: Baton takes one reply-to address"));
     }
     Ok(SendRequest {
-        from: email.from,
+        from: email.from.into(),
         to: addresses("To", email.to.as_deref())?,
         cc: addresses("Cc", email.cc.as_deref())?,
         bcc: addresses("Bcc", email.bcc.as_deref())?,

@@ -232,7 +232,7 @@ fn compose(email: Email) -> Result<SendRequest, ResendError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(SendRequest {
-        from: email.from,
+        from: email.from.into(),
         to: email.to.into_vec().into_iter().map(AddressInput::Plain).collect(),
         cc: addresses(email.cc),
         bcc: addresses(email.bcc),

@@ -282,7 +282,7 @@ fn translate(mail: Mail, body: &[u8]) -> Result<Vec<Submission>, SendgridError> 
                 text.map(|t| merge::substitute(&merge::substitute(&t, &substitutions), &sections))
             };
             SendRequest {
-                from: from.clone(),
+                from: from.clone().into(),
                 to: p.to.into_iter().map(Mailbox::into_input).collect(),
                 cc: p.cc.unwrap_or_default().into_iter().map(Mailbox::into_input).collect(),
                 bcc: p.bcc.unwrap_or_default().into_iter().map(Mailbox::into_input).collect(),

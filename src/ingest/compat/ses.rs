@@ -372,7 +372,7 @@ fn translate_v2(email: SendEmail, raw: &[u8]) -> Result<Submission, SesError> {
         })
         .collect();
     Ok(SendRequest {
-        from,
+        from: from.into(),
         to: plain(destination.to_addresses),
         cc: plain(destination.cc_addresses),
         bcc: plain(destination.bcc_addresses),
@@ -485,7 +485,7 @@ fn translate_v1_send(params: &Params) -> Result<SendRequest, SesError> {
     let from = params.get("Source").ok_or_else(|| SesError::invalid(p, "Source: required"))?;
     let text = |name: &str| params.get(name).map(str::to_string);
     Ok(SendRequest {
-        from: from.to_string(),
+        from: from.to_string().into(),
         to: plain(params.members("Destination.ToAddresses")),
         cc: plain(params.members("Destination.CcAddresses")),
         bcc: plain(params.members("Destination.BccAddresses")),
@@ -577,7 +577,8 @@ mod tests {
         })) else {
             panic!("a message to compose")
         };
-        assert_eq!((r.from.as_str(), r.to.len(), r.cc.len(), r.bcc.len()), ("Acme <app@example.com>", 1, 1, 1));
+        assert_eq!(r.from, "Acme <app@example.com>");
+        assert_eq!((r.to.len(), r.cc.len(), r.bcc.len()), (1, 1, 1));
         assert_eq!((r.subject.as_deref(), r.html.as_deref()), (Some("Grüße"), Some("<p>hi</p>")));
         assert_eq!(r.headers["X-Ref"], "42");
         assert_eq!(r.attachments[0].content_id.as_deref(), Some("logo"));
