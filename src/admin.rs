@@ -22,6 +22,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/providers/{name}/drain", post(drain))
         .route("/providers/{name}/resume", post(resume))
         .route("/reload", post(reload))
+        .route("/cluster", get(cluster))
         .merge(crate::suppression::api::admin_routes())
         .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
@@ -150,6 +151,42 @@ async fn providers(State(shared): State<Arc<Shared>>) -> Response {
         })
         .collect();
     Json(json!({ "providers": list })).into_response()
+}
+
+/// What this node sees of the cluster: the live nodes and the last fact about each provider.
+async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(status) = &shared.cluster else {
+        return Json(json!({ "enabled": false })).into_response();
+    };
+    let view = status.view();
+    let nodes: Vec<_> = view
+        .nodes
+        .iter()
+        .map(|(id, beat)| {
+            json!({
+                "node_id": id,
+                "http": beat.http,
+                "admin": beat.admin,
+                "last_heartbeat": rfc3339(beat.last_heartbeat_ms),
+            })
+        })
+        .collect();
+    let health: serde_json::Map<String, serde_json::Value> = view
+        .health
+        .iter()
+        .map(|(provider, fact)| {
+            let entry = json!({"node": fact.node, "at": rfc3339(fact.at_ms), "state": fact.saved.state.as_str()});
+            (provider.clone(), entry)
+        })
+        .collect();
+    Json(json!({
+        "enabled": true,
+        "node_id": view.node_id,
+        "connected": view.connected,
+        "nodes": nodes,
+        "health": health,
+    }))
+    .into_response()
 }
 
 fn unknown_provider(name: &str) -> Response {

@@ -1,5 +1,6 @@
-//! Wires the pieces together: opens the spool, starts the listeners, the dispatcher and the
-//! retention sweeper, and shuts them down in the order that loses nothing.
+//! Wires the pieces together: opens the spool, starts the listeners, the dispatcher, the
+//! retention sweeper and (with `[cluster]`) the cluster task, and shuts them down in the order
+//! that loses nothing.
 
 use crate::config::Loaded;
 use crate::delivery::{self, queue::Queue};
@@ -12,7 +13,7 @@ use crate::shared::{Retention, Shared, save_health};
 use crate::spool::Spool;
 use crate::spool::record::now_ms;
 use crate::suppression::Suppressions;
-use crate::{admin, ingest};
+use crate::{admin, cluster, ingest};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -113,7 +114,10 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let admin_addr = admin_listener.local_addr().expect("bound socket has an address");
     let grace = config.server.shutdown_grace.0;
 
-    let (health, health_changes) = Health::persistent(metrics.clone());
+    let (mut health, health_changes) = Health::persistent(metrics.clone());
+    // With [cluster], the cluster task hears of every change too and tells the other nodes.
+    let cluster =
+        config.cluster.as_ref().map(|c| (c.clone(), health.changes(), Arc::new(cluster::Status::new(&c.node_id))));
     health.sync(config);
     for (provider, saved) in &recovered.provider_health {
         health.restore(provider, saved);
@@ -136,6 +140,7 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         config_hash: Mutex::new(loaded.hash.clone()),
         reload_lock: tokio::sync::Mutex::new(()),
         stop: stop.clone(),
+        cluster: cluster.as_ref().map(|(_, _, status)| status.clone()),
     });
 
     let server = &config.server;
@@ -208,6 +213,14 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         shared.metrics.clone(),
         stop.clone(),
     ));
+    // Stopped after the deliveries, so what they learn while draining is still shared.
+    let cluster_stop = CancellationToken::new();
+    let cluster_task = cluster.map(|(settings, changes, status)| {
+        let me = cluster::Member::new(&settings, &config.server.hostname, http_addr, admin_addr);
+        let run =
+            cluster::run(settings, me, health.clone(), shared.metrics.clone(), status, changes, cluster_stop.clone());
+        tokio::spawn(run)
+    });
     let health_saver = tokio::spawn(save_health_changes(spool.clone(), health, health_changes));
     let spool_watch = tokio::spawn(stop_when_spool_fails(spool, stop.clone()));
     let watcher = if config.server.watch_config {
@@ -249,6 +262,10 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         }
         let _ = dispatcher.await;
         drop(delivery_threads);
+        cluster_stop.cancel();
+        if let Some(task) = cluster_task {
+            let _ = task.await;
+        }
         sweeper.abort();
         prober.abort();
         canaries.abort();

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod event;

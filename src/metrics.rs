@@ -121,6 +121,14 @@ pub struct Metrics {
     pub provider_rate_sample: IntGaugeVec,
     /// Providers currently exported by the five rate gauges.
     rate_providers: Mutex<Vec<String>>,
+    /// `baton_cluster_connected`: 1 while this node reaches Redis, 0 while it goes on alone.
+    /// No labels; exported only with `[cluster]` (see [`Metrics::set_cluster_connected`]).
+    cluster_connected: IntGaugeVec,
+    /// `baton_cluster_nodes`: nodes with a recent heartbeat, this one included.
+    cluster_nodes: IntGaugeVec,
+    /// `baton_cluster_facts_adopted_total{provider}`: times this node took a provider fact
+    /// (drain, resume, suspension, silence, sender block) from another node.
+    pub cluster_facts_adopted: IntCounterVec,
 }
 
 /// Outcomes of a send request to a provider-compatible API (`baton_compat_requests_total`).
@@ -178,6 +186,9 @@ pub const HTTP_LISTENERS: [&str; 3] = ["http", "https", "admin"];
 
 /// Why a spool write failed (`baton_spool_write_failures_total{reason}`): `spool::FaultKind`.
 pub const SPOOL_FAULTS: [&str; 3] = ["full", "io", "damaged"];
+
+/// The one series of a metric without labels that exists only with some config (`[cluster]`).
+const NO_LABELS: &[&str] = &[];
 
 /// `baton_config_reloads_total{result}`.
 pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
@@ -459,6 +470,24 @@ impl Metrics {
                 &["provider"],
             ),
             rate_providers: Mutex::new(Vec::new()),
+            cluster_connected: gauge_vec(
+                &registry,
+                "baton_cluster_connected",
+                "1 while this node reaches the cluster's Redis; 0 while it goes on with its own health",
+                &[],
+            ),
+            cluster_nodes: gauge_vec(
+                &registry,
+                "baton_cluster_nodes",
+                "Cluster nodes with a heartbeat in the last 10 seconds, this one included",
+                &[],
+            ),
+            cluster_facts_adopted: counter(
+                &registry,
+                "baton_cluster_facts_adopted_total",
+                "Provider facts (drain, resume, suspension, silence, sender blocks) adopted from other nodes",
+                &["provider"],
+            ),
             failovers: counter(
                 &registry,
                 "baton_failovers_total",
@@ -653,6 +682,13 @@ impl Metrics {
                 self.redelivered.with_label_values(&[provider]);
             }
         }
+        if config.cluster.is_some() {
+            self.cluster_connected.with_label_values(NO_LABELS);
+            self.cluster_nodes.with_label_values(NO_LABELS);
+            for provider in &providers {
+                self.cluster_facts_adopted.with_label_values(&[provider]);
+            }
+        }
         for w in &config.webhooks {
             let name = crate::outbox::webhook_name(w);
             for outcome in crate::outbox::sender::OUTCOMES {
@@ -679,6 +715,16 @@ impl Metrics {
                 self.delivery_latency.with_label_values(&[route.name.as_str(), provider]);
             }
         }
+    }
+
+    /// `baton_cluster_connected`: whether this node reaches Redis.
+    pub fn set_cluster_connected(&self, connected: bool) {
+        self.cluster_connected.with_label_values(NO_LABELS).set(i64::from(connected));
+    }
+
+    /// `baton_cluster_nodes`: live nodes seen.
+    pub fn set_cluster_nodes(&self, nodes: usize) {
+        self.cluster_nodes.with_label_values(NO_LABELS).set(nodes as i64);
     }
 
     /// Sets `baton_provider_sender_blocked` for `provider` to exactly these blocked domains.
@@ -821,6 +867,23 @@ mod tests {
             samples(&m, "baton_build_info"),
             [format!("baton_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))]
         );
+    }
+
+    #[test]
+    fn cluster_series_exist_only_with_a_cluster_and_start_at_zero() {
+        let m = Metrics::new();
+        m.init_config(&config("[[routes]]\nname = \"r\"\nproviders = [\"a\"]\n"));
+        assert!(!m.render().contains("baton_cluster_"));
+        let m = Metrics::new();
+        let routes =
+            "[[routes]]\nname = \"r\"\nproviders = [\"a\"]\n\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n";
+        m.init_config(&config(routes));
+        assert_eq!(samples(&m, "baton_cluster_connected"), ["baton_cluster_connected 0"]);
+        assert_eq!(samples(&m, "baton_cluster_nodes"), ["baton_cluster_nodes 0"]);
+        assert_eq!(samples(&m, "baton_cluster_facts_adopted_total").len(), 3, "one per provider");
+        m.set_cluster_connected(true);
+        m.init_config(&config(routes));
+        assert_eq!(samples(&m, "baton_cluster_connected"), ["baton_cluster_connected 1"], "a reload keeps it");
     }
 
     #[test]

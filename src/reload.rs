@@ -109,6 +109,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     check("spool.max_bytes", old.spool.max_bytes != new.spool.max_bytes);
     check("spool.keep_completed", old.spool.keep_completed != new.spool.keep_completed);
     check("delivery.concurrency", old.delivery.concurrency != new.delivery.concurrency);
+    check("cluster", old.cluster != new.cluster);
     check(
         "server.tls (enabling or disabling; new certificate files are used at once)",
         old.server.tls.is_some() != new.server.tls.is_some(),

@@ -1,5 +1,5 @@
 //! The handles the running parts share: the live config, the spool, the delivery queue, health,
-//! metrics, and the stop signal. Built once by `app::start`; the listeners, the dispatcher, the
+//! metrics, the cluster's view, and the stop signal. Built once by `app::start`; the listeners, the dispatcher, the
 //! admin API and reload take an `Arc<Shared>`, the smaller tasks take only the handles they use.
 //! This module sits below all of them, so none of them imports the module that starts them.
 
@@ -36,6 +36,8 @@ pub struct Shared {
     /// Reloads run one at a time.
     pub reload_lock: tokio::sync::Mutex<()>,
     pub stop: CancellationToken,
+    /// What the cluster task last saw (`None`: no `[cluster]`).
+    pub cluster: Option<Arc<crate::cluster::Status>>,
 }
 
 impl Shared {

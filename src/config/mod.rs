@@ -43,6 +43,51 @@ pub struct Config {
     /// Where the app is told what happened to its mail (`[[webhooks]]`).
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Several nodes behaving as one relay, coordinated through Redis (off without it).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: nodes behind one load balancer share provider health through Redis (or any
+/// Redis-compatible server). Each node keeps its own spool and delivers what it accepted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
+    pub redis_url: String,
+    /// This node's name among the others (default: the host name).
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    /// Prefix of every Redis key Baton uses (several clusters can share one Redis).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Nodes that must see a provider's circuit open before every node takes it out.
+    #[serde(default = "default_quorum")]
+    pub quorum: u32,
+    /// The longest any Redis call may take; after it the node goes on with what it knows.
+    #[serde(default = "default_cluster_timeout")]
+    pub timeout: Dur,
+}
+
+/// The host name: `HOSTNAME`, else the kernel's, else `/etc/hostname`, else "baton".
+fn default_node_id() -> String {
+    let from_file = |path: &str| std::fs::read_to_string(path).ok();
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| from_file("/proc/sys/kernel/hostname"))
+        .or_else(|| from_file("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "baton".to_string())
+}
+fn default_key_prefix() -> String {
+    "baton:".into()
+}
+fn default_quorum() -> u32 {
+    2
+}
+fn default_cluster_timeout() -> Dur {
+    Dur(std::time::Duration::from_millis(250))
 }
 
 /// `[suppression]`: addresses a provider reported as bad (hard bounce, complaint, unsubscribe)

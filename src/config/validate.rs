@@ -124,6 +124,34 @@ pub(crate) fn validate(c: &Config, p: &mut Problems<'_>) {
         validate_canary(c, canary, &root.key("canary"), p);
     }
     validate_webhooks(c, p);
+    if let Some(cluster) = &c.cluster {
+        validate_cluster(cluster, &root.key("cluster"), p);
+    }
+}
+
+/// `[cluster]`: a Redis URL the client accepts, a node id, and a timeout short enough that
+/// the once-a-second sync keeps its pace.
+fn validate_cluster(c: &super::ClusterConfig, path: &KeyPath, p: &mut Problems<'_>) {
+    // Never echo the URL: it may carry a password.
+    let scheme_ok = c.redis_url.starts_with("redis://") || c.redis_url.starts_with("rediss://");
+    if !scheme_ok || redis::Client::open(c.redis_url.as_str()).is_err() {
+        p.error(
+            &path.key("redis_url"),
+            "must be a redis:// or rediss:// URL, e.g. \"redis://10.0.0.5:6379/0\" (a password as \"redis://:${REDIS_PASSWORD}@host:6379\")",
+        );
+    }
+    if c.node_id.is_empty() || c.node_id.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        p.error(&path.key("node_id"), "must be a non-empty name without spaces, e.g. \"baton-1\"");
+    }
+    if c.key_prefix.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        p.error(&path.key("key_prefix"), "must not contain spaces, e.g. \"baton:\"");
+    }
+    if c.quorum == 0 {
+        p.error(&path.key("quorum"), "must be at least 1");
+    }
+    if c.timeout.0.is_zero() || c.timeout.0 > std::time::Duration::from_secs(1) {
+        p.error(&path.key("timeout"), "must be greater than 0 and at most 1s (the nodes sync every second)");
+    }
 }
 
 /// A provider's webhook settings: complete pairs, keys that decode. (Without them the
@@ -646,4 +674,50 @@ fn join<'a>(items: impl Iterator<Item = &'a (impl AsRef<str> + 'a + ?Sized)>) ->
     let mut v: Vec<&str> = items.map(|s| s.as_ref()).collect();
     v.sort_unstable();
     if v.is_empty() { "none".to_string() } else { v.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConfigError, load_str};
+    use std::time::Duration;
+
+    const BASE: &str = "[server]\nhostname = \"t\"\nhttp_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+        [providers.a]\ntype = \"file\"\ndir = \"/tmp/a\"\n\n[[routes]]\nname = \"r\"\nproviders = [\"a\"]\n\n";
+
+    fn problems(cluster: &str) -> Vec<String> {
+        let text = format!("{BASE}[cluster]\n{cluster}");
+        match load_str(&text, "t.toml", &|name| (name == "REDIS_PASSWORD").then(|| "s3cret-pw".to_string())) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems }) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn cluster_defaults_and_the_redis_url_with_a_secret() {
+        let text = format!("{BASE}[cluster]\nredis_url = \"redis://:${{REDIS_PASSWORD}}@10.0.0.5:6379/0\"\n");
+        let loaded = load_str(&text, "t.toml", &|_| Some("s3cret-pw".into())).unwrap();
+        let c = loaded.config.cluster.unwrap();
+        assert_eq!((c.key_prefix.as_str(), c.quorum, c.timeout.0), ("baton:", 2, Duration::from_millis(250)));
+        assert!(!c.node_id.is_empty(), "the host name");
+        assert!(load_str(BASE, "t.toml", &|_| None).unwrap().config.cluster.is_none());
+    }
+
+    #[test]
+    fn cluster_problems_name_line_and_key_and_never_the_url() {
+        let found =
+            problems("redis_url = \"http://:${REDIS_PASSWORD}@host\"\nnode_id = \"\"\nquorum = 0\ntimeout = \"5s\"\n");
+        let expect = [
+            ("t.toml:15: cluster.redis_url:", "redis:// or rediss://"),
+            ("t.toml:16: cluster.node_id:", "non-empty"),
+            ("t.toml:17: cluster.quorum:", "at least 1"),
+            ("t.toml:18: cluster.timeout:", "at most 1s"),
+        ];
+        for (at, says) in expect {
+            assert!(found.iter().any(|p| p.starts_with(at) && p.contains(says)), "{at} {says} in {found:#?}");
+        }
+        assert!(found.iter().all(|p| !p.contains("s3cret-pw")), "{found:#?}");
+        assert!(problems("redis_url = \"rediss://cache.example.com:6380\"\nnode_id = \"baton-1\"\n").is_empty());
+        assert_eq!(problems("node_id = \"x\"\n").len(), 1, "redis_url is required");
+    }
 }

@@ -20,7 +20,12 @@
 //! could not judge, e.g. a send-only key may not read the probed endpoint). An inconclusive
 //! probe never changes state. Drained, suspended and open states and the sender blocks are
 //! saved ([`saved`]) whenever they change, through the channel of [`Health::persistent`].
+//!
+//! In a cluster the account's facts (drained, suspended, silent, sender blocks, and their end)
+//! are shared: [`Health::shared_facts`] is what this node tells the others, and
+//! [`Health::adopt`] (in `adopt.rs`) takes theirs, while admission stays local.
 
+mod adopt;
 pub mod canary;
 pub mod mailbox;
 pub mod probe;
@@ -32,9 +37,10 @@ use crate::config::{Config, HealthSettings};
 use crate::metrics::Metrics;
 use crate::outcome::{OutcomeClass, SendReport, truncate_detail};
 use crate::spool::record::now_ms;
+pub use adopt::Adopted;
 use dashmap::DashMap;
 use rates::{Clock, RateSettings, Rates};
-use saved::{SavedBlock, SavedHealth};
+use saved::{Account, SavedBlock, SavedHealth};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +211,12 @@ struct Inner {
     probe_running: bool,
     /// Sender domains (lower case) this provider refused as unverified, until their cooldown ends.
     sender_blocks: HashMap<String, SenderBlock>,
+    /// Wall-clock ms of the last operator drain or resume (see `saved.rs`: the three clocks).
+    operator_ms: u64,
+    /// Wall-clock ms of the last change of the account's state (suspended, silent, in rotation).
+    account_ms: u64,
+    /// Wall-clock ms of the last resume that lifted every sender block.
+    blocks_cleared_ms: u64,
 }
 
 impl Inner {
@@ -225,6 +237,9 @@ impl Inner {
             last_probe_at: None,
             probe_running: false,
             sender_blocks: HashMap::new(),
+            operator_ms: 0,
+            account_ms: 0,
+            blocks_cleared_ms: 0,
         }
     }
 
@@ -310,8 +325,9 @@ pub struct Health {
     /// Per route: messages seen, for the warm-standby share.
     standby_counters: DashMap<String, AtomicU64>,
     metrics: Arc<Metrics>,
-    /// Names of providers whose durable state changed (see [`Health::persistent`]).
-    changed: Option<mpsc::UnboundedSender<String>>,
+    /// Where the names of providers whose durable state changed go (see [`Health::persistent`]
+    /// and [`Health::changes`]).
+    changed: Vec<mpsc::UnboundedSender<String>>,
     /// Bounce and complaint rates of what was sent through each provider.
     rates: Rates,
 }
@@ -320,16 +336,23 @@ impl Health {
     /// Health kept in memory only.
     pub fn new(metrics: Arc<Metrics>) -> Health {
         let rates = Rates::new(Clock::System);
-        Health { providers: DashMap::new(), standby_counters: DashMap::new(), metrics, changed: None, rates }
+        Health { providers: DashMap::new(), standby_counters: DashMap::new(), metrics, changed: Vec::new(), rates }
     }
 
     /// Health whose durable state is saved: the receiver yields the name of each provider
     /// whose [`Health::saved`] changed, for the app to write to the spool.
     pub fn persistent(metrics: Arc<Metrics>) -> (Health, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let mut health = Health::new(metrics);
-        health.changed = Some(tx);
+        let rx = health.changes();
         (health, rx)
+    }
+
+    /// One more receiver of the names of providers whose durable state changed (the cluster
+    /// tells the other nodes); every receiver gets every name.
+    pub fn changes(&mut self) -> mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.changed.push(tx);
+        rx
     }
 
     /// Makes the registry match `config`: new providers start healthy; known ones keep their
@@ -388,7 +411,7 @@ impl Health {
     }
 
     fn mark_changed(&self, name: &str) {
-        if let Some(tx) = &self.changed {
+        for tx in &self.changed {
             let _ = tx.send(name.to_string());
         }
     }
@@ -414,6 +437,11 @@ impl Health {
         }
         inner.state = to;
         inner.since_ms = now_ms();
+        // Entering or leaving suspended / silent is news about the account (a drain hides it).
+        let (a, b) = (Account::of(from), Account::of(to));
+        if a != b && a != Account::Hidden && b != Account::Hidden {
+            inner.account_ms = inner.since_ms;
+        }
         if to == ProviderState::Healthy {
             inner.open_for = inner.settings.open_for;
             inner.available_at = None;
@@ -715,6 +743,9 @@ impl Health {
     pub fn drain(&self, name: &str) -> Option<ProviderState> {
         let p = self.get(name)?;
         let mut inner = p.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.state != ProviderState::Drained {
+            inner.operator_ms = now_ms();
+        }
         self.transition(&p, &mut inner, ProviderState::Drained, "drained by operator");
         Some(inner.state)
     }
@@ -727,11 +758,15 @@ impl Health {
         let mut guard = p.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *guard;
         inner.window.clear();
+        // The operator's word on everything at once: newer than any drain, suspension or block.
+        let now = now_ms();
+        (inner.operator_ms, inner.account_ms, inner.blocks_cleared_ms) = (now, now, now);
         if !inner.sender_blocks.is_empty() {
             inner.sender_blocks.clear();
             self.blocks_changed(&p, inner);
         }
         self.transition(&p, inner, ProviderState::Healthy, "resumed by operator");
+        self.mark_changed(name);
         Some(inner.state)
     }
 
@@ -809,31 +844,10 @@ impl Health {
     pub fn saved(&self, name: &str) -> Option<Vec<u8>> {
         let p = self.get(name)?;
         let inner = p.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let wall = |at: Instant| now_ms() + at.saturating_duration_since(now).as_millis() as u64;
-        let sender_blocks: Vec<SavedBlock> = inner
-            .sender_blocks
-            .iter()
-            .filter(|(_, b)| b.until > now)
-            .map(|(domain, b)| SavedBlock {
-                domain: domain.clone(),
-                since_ms: b.since_ms,
-                until_ms: wall(b.until),
-                reason: b.reason.clone(),
-            })
-            .collect();
-        if !SavedHealth::keeps(inner.state) && sender_blocks.is_empty() {
+        let saved = snapshot(&inner, Instant::now());
+        if !SavedHealth::keeps(saved.state) && saved.sender_blocks.is_empty() {
             return None;
         }
-        let saved = SavedHealth {
-            state: if SavedHealth::keeps(inner.state) { inner.state } else { ProviderState::Healthy },
-            since_ms: inner.since_ms,
-            reason: inner.reason.clone(),
-            until_ms: inner.available_at.map(wall),
-            open_for_ms: inner.open_for.as_millis() as u64,
-            sender_blocks,
-            fingerprint: inner.fingerprint.clone(),
-        };
         serde_json::to_vec(&saved).ok()
     }
 
@@ -854,8 +868,11 @@ impl Health {
             return self.mark_changed(name);
         }
         let now = Instant::now();
-        let (now_wall, instant) = (now_ms(), |ms: u64| now + Duration::from_millis(ms.saturating_sub(now_ms())));
+        let (now_wall, instant) = (now_ms(), |ms: u64| instant_of(ms, now));
+        inner.operator_ms = saved.operator_since();
         if same_settings {
+            inner.account_ms = saved.account_since();
+            inner.blocks_cleared_ms = saved.blocks_cleared_ms;
             for b in saved.sender_blocks.iter().filter(|b| b.until_ms > now_wall) {
                 let block = SenderBlock { since_ms: b.since_ms, until: instant(b.until_ms), reason: b.reason.clone() };
                 inner.sender_blocks.insert(b.domain.clone(), block);
@@ -872,6 +889,43 @@ impl Health {
             tracing::warn!(provider = %name, state = saved.state.as_str(), reason = %saved.reason, "provider health restored from the last run");
         }
     }
+}
+
+/// A provider's durable state (`state` as it is: see `Health::saved` for what is kept).
+fn snapshot(inner: &Inner, now: Instant) -> SavedHealth {
+    let sender_blocks: Vec<SavedBlock> = inner
+        .sender_blocks
+        .iter()
+        .filter(|(_, b)| b.until > now)
+        .map(|(domain, b)| SavedBlock {
+            domain: domain.clone(),
+            since_ms: b.since_ms,
+            until_ms: wall_ms(b.until, now),
+            reason: b.reason.clone(),
+        })
+        .collect();
+    SavedHealth {
+        state: if SavedHealth::keeps(inner.state) { inner.state } else { ProviderState::Healthy },
+        since_ms: inner.since_ms,
+        reason: inner.reason.clone(),
+        until_ms: inner.available_at.map(|at| wall_ms(at, now)),
+        open_for_ms: inner.open_for.as_millis() as u64,
+        sender_blocks,
+        fingerprint: inner.fingerprint.clone(),
+        operator_ms: inner.operator_ms,
+        account_ms: inner.account_ms,
+        blocks_cleared_ms: inner.blocks_cleared_ms,
+    }
+}
+
+/// `at` as wall-clock milliseconds (`now` is the `Instant` of this moment).
+fn wall_ms(at: Instant, now: Instant) -> u64 {
+    now_ms() + at.saturating_duration_since(now).as_millis() as u64
+}
+
+/// Wall-clock milliseconds as an `Instant` (a time past is now).
+fn instant_of(ms: u64, now: Instant) -> Instant {
+    now + Duration::from_millis(ms.saturating_sub(now_ms()))
 }
 
 fn status(p: &ProviderHealth, now: Instant) -> ProviderStatus {

@@ -235,6 +235,17 @@ impl Baton {
         p
     }
 
+    /// Takes a provider out of rotation (the operator's drain).
+    pub async fn drain(&self, name: &str) {
+        let resp = self.http.post(format!("{}/admin/providers/{name}/drain", self.admin)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+
+    /// `GET /admin/cluster`.
+    pub async fn cluster(&self) -> Value {
+        self.http.get(format!("{}/admin/cluster", self.admin)).send().await.unwrap().json().await.unwrap()
+    }
+
     /// Puts a provider back into rotation (the operator's resume).
     pub async fn resume(&self, name: &str) {
         let resp = self.http.post(format!("{}/admin/providers/{name}/resume", self.admin)).send().await.unwrap();
