@@ -640,6 +640,7 @@ async fn queue_and_spool_metrics_follow_a_stuck_message() {
 const LOG_API_KEY: &str = "log-test-api-key-5b1f0c9e7d";
 const LOG_SMTP_PASSWORD: &str = "log-test-smtp-password-8e2a";
 const LOG_BODY: &str = "Body canary 3c9d1f: do not log me";
+const WRONG_KEY: &str = "wrong-key-not-a-client-7d41";
 
 fn events(lines: &[String]) -> Vec<Value> {
     lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))).collect()
@@ -695,6 +696,14 @@ async fn json_logs_of_a_failover_have_the_fields_and_no_secrets() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
+    // Refused requests are logged too (without the key): a wrong key, a sender not allowed.
+    let url = format!("{}/v1/messages", process.http);
+    let msg = serde_json::json!({"from": "app@example.com", "to": ["alice@example.net"], "text": "x"});
+    let resp = http.post(&url).bearer_auth(WRONG_KEY).json(&msg).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let msg = serde_json::json!({"from": "ceo@example.org", "to": ["alice@example.net"], "text": "x"});
+    let resp = http.post(&url).bearer_auth(LOG_API_KEY).json(&msg).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
     let second = send("second").await;
     let mut lines = second_sent_after;
     let start = Instant::now();
@@ -741,10 +750,19 @@ async fn json_logs_of_a_failover_have_the_fields_and_no_secrets() {
         assert_eq!(find(&all, "message finished", &[("message_id", id), ("status", "delivered")]).len(), 1);
     }
 
+    let refused = find(&all, "HTTP request refused", &[("reason", "auth"), ("why", "invalid API key")]);
+    assert_eq!(refused.len(), 1, "{dump}");
+    assert_eq!((refused[0]["status"].as_u64(), refused[0]["level"].as_str()), (Some(401), Some("WARN")));
+    assert_eq!(find(&all, "HTTP request refused", &[("reason", "sender_not_allowed")]).len(), 1, "{dump}");
+
     // Never secrets or message content.
-    for (what, secret) in
-        [("API key", LOG_API_KEY), ("SMTP password", LOG_SMTP_PASSWORD), ("body", LOG_BODY), ("body", "canary 3c9d1f")]
-    {
+    for (what, secret) in [
+        ("API key", LOG_API_KEY),
+        ("refused key", WRONG_KEY),
+        ("SMTP password", LOG_SMTP_PASSWORD),
+        ("body", LOG_BODY),
+        ("body", "canary 3c9d1f"),
+    ] {
         assert!(!dump.contains(secret), "the {what} appears in the log:\n{dump}");
     }
 }

@@ -209,3 +209,22 @@ async fn a_drain_is_on_disk_before_the_admin_api_answers() {
     assert_eq!(backup.message_count(), 1);
     assert_eq!(relay.commands_seen("MAIL"), 0, "the drained relay got {id}");
 }
+
+/// A second Baton on the same spool is refused at start, saying why (issue 18), and the first
+/// one keeps running.
+#[tokio::test]
+async fn a_second_baton_on_the_same_spool_is_told_another_one_holds_it() {
+    let relay = MockSmtp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &relay, "\"300ms\"");
+    let first = BatonProcess::spawn(&config);
+    let second = match BatonProcess::start_or_exit(&config, DEADLINE) {
+        Ok(_) => panic!("a second Baton started on the same spool"),
+        Err(exited) => exited,
+    };
+    assert_eq!(second.status.code(), Some(1), "{:?}", second.log);
+    let log = second.log.join("\n");
+    assert!(log.contains("another Baton"), "{log}");
+    let http = reqwest::Client::new();
+    post(&http, &first.http, "still here").await.expect("the first one still takes mail");
+}

@@ -553,7 +553,7 @@ async fn starttls_is_required_before_auth_when_a_certificate_is_configured() {
     assert!(ehlo.has("STARTTLS"), "{ehlo:?}");
     assert!(!ehlo.lines.iter().any(|l| l.contains("AUTH")), "no AUTH before TLS: {ehlo:?}");
     c.expect("AUTH PLAIN AGFwcABwdw==", "538 5.7.11").await;
-    c.expect("MAIL FROM:<app@example.com>", "530 5.7.0").await;
+    c.expect("MAIL FROM:<app@example.com>", "530 5.7.0 Must issue a STARTTLS command first").await;
     c.expect("STARTTLS", "220 2.0.0").await;
     let mut c = c.starttls(&cert.ca_pem).await;
     c.expect("MAIL FROM:<app@example.com>", "503 5.5.1").await; // EHLO again after TLS

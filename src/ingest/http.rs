@@ -62,6 +62,7 @@ impl IntoResponse for ApiError {
 
 fn reject(shared: &Shared, reason: &str, err: ApiError) -> ApiError {
     shared.metrics.ingest_rejections.with_label_values(&["http", reason]).inc();
+    super::log_refusal("v1", err.status.as_u16(), reason, &err.message);
     err
 }
 

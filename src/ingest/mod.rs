@@ -15,6 +15,34 @@ use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, now
 use crate::spool::{Inserted, SpoolError};
 use compose::Composed;
 
+/// Most refused-request log lines per [`REFUSAL_LOG_WINDOW`]; the rest are counted and the
+/// count is reported by the next line that is written (a credential-stuffing client must not
+/// flood the log; the metric `baton_ingest_rejections_total` counts every refusal).
+const REFUSAL_LOG_BURST: u32 = 20;
+const REFUSAL_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs an HTTP request refused for its credentials (401) or its sender (403), rate-limited.
+/// Never the key: `why` says only what was wrong ("missing API key", "invalid API key").
+pub fn log_refusal(api: &str, status: u16, reason: &str, why: &str) {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    // (window start, lines written in it, lines left out since the last one written)
+    static STATE: Mutex<Option<(Instant, u32, u64)>> = Mutex::new(None);
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    let (start, written, skipped) = state.get_or_insert((now, 0, 0));
+    if now.duration_since(*start) >= REFUSAL_LOG_WINDOW {
+        (*start, *written) = (now, 0);
+    }
+    if *written >= REFUSAL_LOG_BURST {
+        *skipped += 1;
+        return;
+    }
+    *written += 1;
+    let left_out = std::mem::take(skipped);
+    tracing::warn!(api, status, reason, why, similar_lines_left_out = left_out, "HTTP request refused");
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("the spool is full; try again later")]

@@ -75,6 +75,9 @@ impl Refusal {
 /// Counts a refusal of the HTTP ingress and hands it back.
 pub fn count(shared: &Shared, refusal: Refusal) -> Refusal {
     shared.metrics.ingest_rejections.with_label_values(&["http", refusal.reason()]).inc();
+    if let Refusal::SenderNotAllowed(_) = &refusal {
+        super::log_refusal("http", 403, refusal.reason(), &refusal.message());
+    }
     refusal
 }
 

@@ -49,7 +49,10 @@ pub enum OpenError {
          to start with an empty one"
     )]
     Damaged { path: PathBuf, detail: String },
-    #[error("{path} is in use by another process (another Baton with the same spool.dir?)")]
+    #[error(
+        "{path} is held by another Baton (or another program): two Batons cannot share a spool. \
+         Stop the other one, or give this one its own spool.dir"
+    )]
     Locked { path: PathBuf },
     #[error("cannot open {path}: {source}")]
     Storage {

@@ -96,6 +96,11 @@ pub enum AuthFailure {
 pub fn client(shared: &Shared, key: Option<&str>) -> Result<Arc<Client>, AuthFailure> {
     let refused = |failure| {
         shared.metrics.ingest_rejections.with_label_values(&["http", "auth"]).inc();
+        let why = match failure {
+            AuthFailure::Missing => "missing API key",
+            AuthFailure::Invalid => "invalid API key",
+        };
+        crate::ingest::log_refusal("compatible API", 401, "auth", why);
         failure
     };
     let key = key.map(str::trim).filter(|k| !k.is_empty()).ok_or_else(|| refused(AuthFailure::Missing))?;

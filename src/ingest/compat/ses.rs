@@ -193,6 +193,7 @@ fn authenticate(
     let lookup = |id: &str| runtime.client_by_aws_key(id).map(|(secret, client)| (secret.to_string(), client.clone()));
     sigv4::verify(&request, &SERVICES, SystemTime::now(), lookup).map_err(|e| {
         shared.metrics.ingest_rejections.with_label_values(&["http", "auth"]).inc();
+        crate::ingest::log_refusal("ses", 403, "auth", "request signature refused");
         SesError::from_signature(protocol, e)
     })
 }

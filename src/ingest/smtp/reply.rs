@@ -18,6 +18,8 @@ pub const AUTH_PASSWORD: &str = "334 UGFzc3dvcmQ6";
 
 // Refusals of the message or the client.
 pub const AUTH_REQUIRED: &str = "530 5.7.0 Authentication required";
+/// RFC 3207 §4: this connection must be encrypted before the client can authenticate.
+pub const STARTTLS_FIRST: &str = "530 5.7.0 Must issue a STARTTLS command first";
 pub const ENCRYPTION_REQUIRED: &str = "538 5.7.11 Encryption required for requested authentication mechanism";
 pub const BAD_CREDENTIALS: &str = "535 5.7.8 Authentication credentials invalid";
 /// RFC 4954 §6: the address or username is blocked for now after too many failures; the

@@ -78,9 +78,11 @@ impl Session {
             return self.error(reply::NESTED_MAIL);
         }
         let Some(client) = self.sending_client() else {
-            // An unauthenticated client from a network no client owns: a relay attempt.
+            // An unauthenticated client from a network no client owns: a relay attempt. When it
+            // could authenticate only after STARTTLS, say so (RFC 3207).
             self.count_rejection("auth");
-            return self.error(reply::AUTH_REQUIRED);
+            let starttls_first = !self.auth_permitted() && self.rt.tls.is_some() && !self.io.is_tls();
+            return self.error(if starttls_first { reply::STARTTLS_FIRST } else { reply::AUTH_REQUIRED });
         };
         if from.flags & MAIL_BODY_BINARYMIME != 0 {
             return self.error(reply::BINARY_UNSUPPORTED);
