@@ -48,6 +48,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Unix time of the last successful config load; set to the start time by [`Metrics::new`].
     pub config_last_reload_success: Gauge,
+    /// `baton_config_last_reload_successful`: 1 while the file on disk is the running config or
+    /// the last reload of it succeeded; 0 from a refused reload until a later one succeeds (or
+    /// the file is put back as it runs). What the reload alert follows.
+    pub config_last_reload_successful: IntGauge,
     /// `baton_config_info{hash}` = 1 for the running config (`config::text_hash` of its text);
     /// change it with [`Metrics::set_config_info`].
     pub config_info: IntGaugeVec,
@@ -298,6 +302,12 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(config_last_reload_success.clone())).expect("unique metric");
         config_last_reload_success.set(unix_now());
+        let config_last_reload_successful = gauge(
+            &registry,
+            "baton_config_last_reload_successful",
+            "1 unless the last config reload was refused and none has succeeded since",
+        );
+        config_last_reload_successful.set(1);
         let config_reloads = counter(&registry, "baton_config_reloads_total", "Config reloads by result", &["result"]);
         for result in RELOAD_RESULTS {
             config_reloads.with_label_values(&[result]);
@@ -312,6 +322,7 @@ impl Metrics {
         Metrics {
             config_reloads,
             config_last_reload_success,
+            config_last_reload_successful,
             config_info: gauge_vec(
                 &registry,
                 "baton_config_info",

@@ -170,7 +170,8 @@ pub async fn reload(shared: &Shared, trigger: &str) -> Result<ReloadSummary, Rel
                 &by_name(n.clients.iter().map(|c| (c.name.as_str(), c))),
             ),
             other: other_changes(o, n),
-            restart_required: restart_required(o, n),
+            // Against what this process runs with: a key changed back to it needs nothing.
+            restart_required: restart_required(&old.started, n),
             warnings: loaded.warnings.iter().map(|w| w.to_string()).collect(),
             providers,
         };
@@ -195,23 +196,35 @@ pub async fn reload(shared: &Shared, trigger: &str) -> Result<ReloadSummary, Rel
             m.config_reloads.with_label_values(&["success"]).inc();
             m.config_last_reload_success.set(crate::spool::record::now_ms() as f64 / 1000.0);
             m.set_config_info(&s.hash);
-            let nothing = s.providers.is_empty() && s.routes.is_empty() && s.clients.is_empty() && s.other.is_empty();
+            m.config_last_reload_successful.set(1);
+            let live = s.providers.is_empty() && s.routes.is_empty() && s.clients.is_empty() && s.other.is_empty();
+            let list = |names: &[String]| names.join(",");
+            // One line per reload, "no change" included; names only, as plain fields.
             tracing::info!(
                 trigger,
                 hash = %s.hash,
-                providers = ?s.providers,
-                routes = ?s.routes,
-                clients = ?s.clients,
-                other = ?s.other,
-                unchanged = nothing,
+                changed = !(live && s.restart_required.is_empty()),
+                providers_added = %list(&s.providers.added),
+                providers_changed = %list(&s.providers.changed),
+                providers_removed = %list(&s.providers.removed),
+                routes_added = %list(&s.routes.added),
+                routes_changed = %list(&s.routes.changed),
+                routes_removed = %list(&s.routes.removed),
+                clients_added = %list(&s.clients.added),
+                clients_changed = %list(&s.clients.changed),
+                clients_removed = %list(&s.clients.removed),
+                other = %list(&s.other),
+                restart_required = %list(&s.restart_required),
                 "config reloaded"
             );
             if !s.restart_required.is_empty() {
-                tracing::warn!(trigger, keys = ?s.restart_required, "config reloaded, but these changes need a restart");
+                let keys = list(&s.restart_required);
+                tracing::warn!(trigger, keys = %keys, "config reloaded, but these changes need a restart");
             }
         }
         Err(e) => {
             shared.metrics.config_reloads.with_label_values(&["failure"]).inc();
+            shared.metrics.config_last_reload_successful.set(0);
             for p in e.problems() {
                 tracing::error!(trigger, problem = %p, "config reload refused; the running config is unchanged");
             }
@@ -266,8 +279,12 @@ pub fn watch(shared: Arc<Shared>, stop: CancellationToken) -> Result<tokio::task
             let Ok(text) = tokio::fs::read_to_string(&path).await else { continue };
             let hash = config::text_hash(&text);
             let current = shared.config_hash.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            // Reload only real changes, and try a broken file once, not on every event.
-            if hash != current && Some(&hash) != last_tried.as_ref() {
+            // Reload real changes, and try a broken file once, not on every event. A file put
+            // back as it runs after a refused reload is reloaded too: that is logged and
+            // counted, and ends the refusal (`baton_config_last_reload_successful`).
+            let refused = shared.metrics.config_last_reload_successful.get() == 0;
+            let restored = hash == current && refused;
+            if (hash != current || restored) && Some(&hash) != last_tried.as_ref() {
                 last_tried = Some(hash);
                 let _ = reload(&shared, "file watch").await;
             }

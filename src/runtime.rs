@@ -59,6 +59,9 @@ impl Route {
 
 pub struct Runtime {
     pub config: Config,
+    /// The config this process started with: what its listeners, spool and threads were opened
+    /// with. Keys that need a restart are compared with it, not with the last reload.
+    pub started: Arc<Config>,
     clients_by_key: HashMap<String, Arc<Client>>,
     clients: HashMap<String, Arc<Client>>,
     /// SMTP username → (password, client).
@@ -147,7 +150,19 @@ impl Runtime {
             }
             None => None,
         };
-        Ok(Runtime { config, clients_by_key, clients, smtp_logins, aws_keys, networks, tls, providers, routes })
+        let started = previous.map_or_else(|| Arc::new(config.clone()), |p| p.started.clone());
+        Ok(Runtime {
+            config,
+            started,
+            clients_by_key,
+            clients,
+            smtp_logins,
+            aws_keys,
+            networks,
+            tls,
+            providers,
+            routes,
+        })
     }
 
     /// The client an API key belongs to.

@@ -162,6 +162,54 @@ async fn invalid_configs_change_nothing_and_name_the_line() {
     baton.stop().await;
 }
 
+/// The reload alert follows the state (issue 18): a refused reload sets
+/// `baton_config_last_reload_successful` to 0; putting the running file back is noticed by the
+/// file watch, reloaded, logged and counted, and ends it. A reload of an unchanged file says so,
+/// and a restart-only key set back to what the process runs with needs no restart.
+#[tokio::test]
+async fn a_refused_reload_ends_with_the_next_success_or_the_file_put_back() {
+    let a = MockSmtp::start().await;
+    let good = format!("{}{}", smtp_provider("a", &a, ""), routes(&["a"]));
+    let baton = Reloadable::start(&good, true).await;
+    let successful = || baton.metric("baton_config_last_reload_successful", &[]);
+    assert_eq!(successful().await, 1.0);
+
+    // Same file, reloaded: a success that changed nothing.
+    let (code, body) = baton.reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["summary"]["restart_required"], serde_json::json!([]), "{body}");
+    assert_eq!(baton.metric("baton_config_reloads_total", &[("result", "success")]).await, 1.0);
+
+    // A broken file: refused (the watch sees it too; wait until it was tried).
+    baton.write(&good.replace("[[routes]]", "[[routes]"), true);
+    let start = Instant::now();
+    while successful().await != 0.0 {
+        assert!(start.elapsed() < DEADLINE, "the refused reload did not set the gauge to 0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The running file put back: the watch reloads it, and the refusal is over.
+    baton.write(&good, true);
+    let start = Instant::now();
+    while successful().await != 1.0 {
+        assert!(start.elapsed() < DEADLINE, "putting the running file back did not end the refusal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(baton.metric("baton_config_reloads_total", &[("result", "success")]).await >= 2.0);
+
+    // http_listen changed, then back to the address this process listens on.
+    let bound = baton.base.trim_start_matches("http://").to_string();
+    let elsewhere = Reloadable::text(&baton.dir, &good, true)
+        .replace("http_listen = \"127.0.0.1:0\"", "http_listen = \"127.0.0.1:1\"");
+    std::fs::write(&baton.path, &elsewhere).unwrap();
+    let (code, body) = baton.reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["summary"]["restart_required"], serde_json::json!(["server.http_listen"]), "{body}");
+    std::fs::write(&baton.path, Reloadable::text(&baton.dir, &good, true)).unwrap();
+    let (_, body) = baton.reload().await;
+    assert_eq!(body["summary"]["restart_required"], serde_json::json!([]), "back to what runs: {body} ({bound})");
+    baton.stop().await;
+}
+
 #[tokio::test]
 async fn provider_added_then_removed_while_messages_wait_for_it() {
     let a = MockSmtp::start().await;
@@ -374,8 +422,34 @@ async fn sighup_reloads_the_running_binary() {
     assert_eq!(r.status().as_u16(), 202);
     let got = b.wait_for_messages(1, DEADLINE).await;
     assert_eq!(got[0].header("Subject").as_deref(), Some("after hup"));
-    let log = baton.log_lines().join("\n");
-    assert!(log.contains("config reloaded"), "{log}");
+    // A second SIGHUP with the file unchanged: logged too. Each reload is one JSON line with
+    // plain fields (names joined by commas), never Rust debug text.
+    baton.signal("HUP");
+    let start = Instant::now();
+    let mut lines = baton.log_lines();
+    let reloads = |lines: &[String]| -> Vec<Value> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "config reloaded")
+            .collect()
+    };
+    while reloads(&lines).len() < 2 {
+        assert!(start.elapsed() < DEADLINE, "second SIGHUP not logged:\n{}", lines.join("\n"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lines.extend(baton.log_lines());
+    }
+    let r = reloads(&lines);
+    assert_eq!(
+        (r[0]["changed"].as_bool(), r[0]["routes_changed"].as_str()),
+        (Some(true), Some("default")),
+        "{:?}",
+        r[0]
+    );
+    assert_eq!((r[1]["changed"].as_bool(), r[1]["routes_changed"].as_str()), (Some(false), Some("")), "{:?}", r[1]);
+    for line in &r {
+        assert!(!line.to_string().contains("Changes {"), "debug text in {line}");
+    }
 }
 
 /// Opens an SMTP session, upgrades it with STARTTLS trusting only `ca_pem`, and says whether
