@@ -754,6 +754,7 @@ async fn json_logs_of_a_failover_have_the_fields_and_no_secrets() {
     assert_eq!(refused.len(), 1, "{dump}");
     assert_eq!((refused[0]["status"].as_u64(), refused[0]["level"].as_str()), (Some(401), Some("WARN")));
     assert_eq!(find(&all, "HTTP request refused", &[("reason", "sender_not_allowed")]).len(), 1, "{dump}");
+    assert!(!dump.contains("ceo@example.org"), "a refused sender's address appears in the log:\n{dump}");
 
     // Never secrets or message content.
     for (what, secret) in [
