@@ -155,10 +155,10 @@ async fn providers(State(shared): State<Arc<Shared>>) -> Response {
 
 /// What this node sees of the cluster: the live nodes and the last fact about each provider.
 async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
-    let Some(status) = &shared.cluster else {
+    let Some(cluster) = &shared.cluster else {
         return Json(json!({ "enabled": false })).into_response();
     };
-    let view = status.view();
+    let view = cluster.status.view();
     let nodes: Vec<_> = view
         .nodes
         .iter()
@@ -175,7 +175,10 @@ async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
         .health
         .iter()
         .map(|(provider, fact)| {
-            let entry = json!({"node": fact.node, "at": rfc3339(fact.at_ms), "state": fact.saved.state.as_str()});
+            let mut entry = json!({"node": fact.node, "at": rfc3339(fact.at_ms), "state": fact.saved.state.as_str()});
+            if let Some(until) = fact.saved.until_ms {
+                entry["until"] = rfc3339(until).into();
+            }
             (provider.clone(), entry)
         })
         .collect();
@@ -185,6 +188,7 @@ async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
         "connected": view.connected,
         "nodes": nodes,
         "health": health,
+        "circuits": view.circuits,
     }))
     .into_response()
 }

@@ -116,8 +116,13 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
 
     let (mut health, health_changes) = Health::persistent(metrics.clone());
     // With [cluster], the cluster task hears of every change too and tells the other nodes.
-    let cluster =
-        config.cluster.as_ref().map(|c| (c.clone(), health.changes(), Arc::new(cluster::Status::new(&c.node_id))));
+    let cluster = config.cluster.as_ref().and_then(|c| match cluster::Cluster::open(c) {
+        Ok(cluster) => Some((Arc::new(cluster), health.changes())),
+        Err(e) => {
+            tracing::error!(error = %e, "cluster: cannot use cluster.redis_url; this node runs alone");
+            None
+        }
+    });
     health.sync(config);
     for (provider, saved) in &recovered.provider_health {
         health.restore(provider, saved);
@@ -140,7 +145,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
         config_hash: Mutex::new(loaded.hash.clone()),
         reload_lock: tokio::sync::Mutex::new(()),
         stop: stop.clone(),
-        cluster: cluster.as_ref().map(|(_, _, status)| status.clone()),
+        cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
+        throttle: Default::default(),
     });
 
     let server = &config.server;
@@ -201,7 +207,8 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     let delivery_threads = delivery::Threads::start().map_err(StartError::Threads)?;
     let dispatcher = delivery_threads.spawn(delivery::run(shared.clone(), stop.clone(), grace));
     let sweeper = tokio::spawn(sweep_completed(spool.clone(), retention, runtime.clone(), stop.clone()));
-    let prober = tokio::spawn(health::probe::run(runtime.clone(), health.clone(), stop.clone()));
+    let prober =
+        tokio::spawn(health::probe::run(runtime.clone(), health.clone(), shared.cluster.clone(), stop.clone()));
     let (silenced_tx, silenced_rx) = tokio::sync::mpsc::unbounded_channel();
     let canaries =
         tokio::spawn(health::canary::run(runtime, health.clone(), shared.metrics.clone(), silenced_tx, stop.clone()));
@@ -215,10 +222,9 @@ pub async fn start(loaded: Loaded) -> Result<Running, StartError> {
     ));
     // Stopped after the deliveries, so what they learn while draining is still shared.
     let cluster_stop = CancellationToken::new();
-    let cluster_task = cluster.map(|(settings, changes, status)| {
-        let me = cluster::Member::new(&settings, &config.server.hostname, http_addr, admin_addr);
-        let run =
-            cluster::run(settings, me, health.clone(), shared.metrics.clone(), status, changes, cluster_stop.clone());
+    let cluster_task = cluster.map(|(cluster, changes)| {
+        let me = cluster::Member::new(&cluster.config, &config.server.hostname, http_addr, admin_addr);
+        let run = cluster::run(cluster, me, health.clone(), shared.metrics.clone(), changes, cluster_stop.clone());
         tokio::spawn(run)
     });
     let health_saver = tokio::spawn(save_health_changes(spool.clone(), health, health_changes));

@@ -131,15 +131,19 @@ pub struct Metrics {
     /// `baton_cluster_nodes`: nodes with a recent heartbeat, this one included.
     cluster_nodes: IntGaugeVec,
     /// `baton_cluster_facts_adopted_total{provider}`: times this node took a provider fact
-    /// (drain, resume, suspension, silence, sender block) from another node.
+    /// (drain, resume, suspension, rate limit, silence, sender block, an open circuit seen by
+    /// a quorum) from other nodes.
     pub cluster_facts_adopted: IntCounterVec,
+    /// `baton_provider_rate_limited_total{provider}`: messages that moved on from the provider
+    /// because its `max_rate` had no turn for them within `rate_wait`.
+    pub provider_rate_limited: IntCounterVec,
 }
 
 /// Outcomes of a send request to a provider-compatible API (`baton_compat_requests_total`).
 pub const COMPAT_OUTCOMES: [&str; 3] = ["accepted", "template_passthrough", "refused"];
 
 /// Reasons an ingest request is refused (`baton_ingest_rejections_total{reason}`).
-pub const REJECTION_REASONS: [&str; 12] = [
+pub const REJECTION_REASONS: [&str; 13] = [
     "auth",
     "sender_not_allowed",
     "invalid",
@@ -150,6 +154,7 @@ pub const REJECTION_REASONS: [&str; 12] = [
     "internal",
     "rate_limited",
     "idempotency_conflict",
+    "idempotency_in_progress",
     "null_sender",
     "no_template_provider",
 ];
@@ -168,7 +173,7 @@ pub const SMTP_TIMEOUT_PHASES: [&str; 3] = ["idle", "command", "data"];
 
 /// Reasons a delivery moves on to the route's next provider (`baton_failovers_total{reason}`):
 /// the outcome class of the failed attempt, or why a provider was skipped (`health::Skip`).
-pub const FAILOVER_REASONS: [&str; 11] = [
+pub const FAILOVER_REASONS: [&str; 12] = [
     "transient",
     "rate_limited",
     "account",
@@ -180,6 +185,7 @@ pub const FAILOVER_REASONS: [&str; 11] = [
     "silent",
     "sender_blocked",
     "rate_warning",
+    "max_rate",
 ];
 
 /// The `domain` label of `baton_provider_sender_blocked` for domains no client names.
@@ -496,7 +502,13 @@ impl Metrics {
             cluster_facts_adopted: counter(
                 &registry,
                 "baton_cluster_facts_adopted_total",
-                "Provider facts (drain, resume, suspension, silence, sender blocks) adopted from other nodes",
+                "Provider facts (drain, resume, suspension, rate limit, silence, sender blocks, quorum-open circuits) adopted from other nodes",
+                &["provider"],
+            ),
+            provider_rate_limited: counter(
+                &registry,
+                "baton_provider_rate_limited_total",
+                "Messages that moved on from the provider because its max_rate had no turn within rate_wait",
                 &["provider"],
             ),
             failovers: counter(
@@ -699,6 +711,9 @@ impl Metrics {
             for provider in &providers {
                 self.cluster_facts_adopted.with_label_values(&[provider]);
             }
+        }
+        for (provider, _) in config.providers.iter().filter(|(_, p)| p.rate_limit().is_some()) {
+            self.provider_rate_limited.with_label_values(&[provider]);
         }
         for w in &config.webhooks {
             let name = crate::outbox::webhook_name(w);

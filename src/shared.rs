@@ -1,5 +1,5 @@
 //! The handles the running parts share: the live config, the spool, the delivery queue, health,
-//! metrics, the cluster's view, and the stop signal. Built once by `app::start`; the listeners, the dispatcher, the
+//! metrics, the cluster, and the stop signal. Built once by `app::start`; the listeners, the dispatcher, the
 //! admin API and reload take an `Arc<Shared>`, the smaller tasks take only the handles they use.
 //! This module sits below all of them, so none of them imports the module that starts them.
 
@@ -36,8 +36,10 @@ pub struct Shared {
     /// Reloads run one at a time.
     pub reload_lock: tokio::sync::Mutex<()>,
     pub stop: CancellationToken,
-    /// What the cluster task last saw (`None`: no `[cluster]`).
-    pub cluster: Option<Arc<crate::cluster::Status>>,
+    /// The cluster (`None`: no `[cluster]`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// `max_rate` turns: the cluster's, or this node's share of each limit.
+    pub throttle: crate::delivery::throttle::Throttle,
 }
 
 impl Shared {

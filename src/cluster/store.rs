@@ -14,6 +14,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The cluster's Redis: a cheap-clone handle.
@@ -91,6 +93,87 @@ impl Store {
         self.query(redis::cmd("HGET").arg(&self.keys.health).arg(provider)).await
     }
 
+    /// Reserves `cost` units of `provider`'s `max_rate` (GCRA on Redis's clock, see
+    /// [`RESERVE`]): `Some(wait)` when the turn comes within `max_wait` (reserved: send after
+    /// `wait`), `None` when it does not (nothing reserved).
+    pub async fn reserve_rate(
+        &self,
+        provider: &str,
+        interval: Duration,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        let cmd = eval(RESERVE, &self.keys.rate(provider))
+            .arg(interval.as_micros() as u64)
+            .arg(cost)
+            .arg(max_wait.as_micros() as u64)
+            .clone();
+        let wait: i64 = self.query(&cmd).await?;
+        Ok(u64::try_from(wait).ok().map(Duration::from_micros))
+    }
+
+    /// Claims an idempotency key for 24 h: `None` when this claim is the first, else the
+    /// claim stored first (on whichever node).
+    pub async fn claim(
+        &self,
+        client: &str,
+        key: &str,
+        claim: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let cmd = eval(CLAIM, &self.keys.idempotency(client, key)).arg(claim).arg(ttl.as_millis() as u64).clone();
+        self.query(&cmd).await
+    }
+
+    /// Replaces a pending claim by its confirmed form (only if it is still `pending`).
+    pub async fn confirm(
+        &self,
+        client: &str,
+        key: &str,
+        pending: &str,
+        confirmed: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let cmd = eval(CONFIRM, &self.keys.idempotency(client, key))
+            .arg(pending)
+            .arg(confirmed)
+            .arg(ttl.as_millis() as u64)
+            .clone();
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// Gives back a claim whose message was not accepted after all (only if it is still `claim`).
+    pub async fn release(&self, client: &str, key: &str, claim: &str) -> Result<(), StoreError> {
+        let cmd = eval(RELEASE, &self.keys.idempotency(client, key)).arg(claim).clone();
+        self.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// Takes or renews the lease to probe `provider` for `ttl`: true when this node holds it.
+    pub async fn lease_probe(&self, provider: &str, node: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let cmd = eval(LEASE, &self.keys.prober(provider)).arg(node).arg(ttl.as_millis() as u64).clone();
+        self.query::<i64>(&cmd).await.map(|held| held == 1)
+    }
+
+    /// Writes (`Some(json)`) or removes this node's open circuit for `provider`, and reads
+    /// every node's: node id → JSON.
+    pub async fn circuits(
+        &self,
+        provider: &str,
+        node: &str,
+        mine: Option<&str>,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let key = self.keys.circuits(provider);
+        let mut pipe = redis::pipe();
+        match mine {
+            Some(json) => pipe.cmd("HSET").arg(&key).arg(node).arg(json).ignore(),
+            None => pipe.cmd("HDEL").arg(&key).arg(node).ignore(),
+        };
+        pipe.cmd("HGETALL").arg(&key);
+        let mut conn = self.manager.clone();
+        let (all,): (HashMap<String, String>,) = self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(all)
+    }
+
     /// A connection of its own subscribed to the fact announcements; the stream ends when
     /// the connection does.
     pub async fn subscribe(&self) -> Result<PubSubStream, StoreError> {
@@ -102,3 +185,58 @@ impl Store {
         .await
     }
 }
+
+/// `EVAL script 1 key …`. The scripts are a few lines each: sending them every time costs less
+/// than keeping `EVALSHA` and its NOSCRIPT fallback (and the `script` feature) in step.
+fn eval(script: &str, key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key);
+    cmd
+}
+
+/// GCRA as virtual scheduling, on Redis's clock so the nodes' clocks do not matter. The key
+/// holds the theoretical arrival time (TAT, µs): the time the next unit may go. A request of
+/// `cost` units starts at max(TAT, now); if that is more than `max_wait` away nothing is
+/// reserved (-1), else TAT moves on by cost × interval and the wait (µs) is returned. Sends
+/// are thus spaced one interval apart whichever node makes them, with no burst: any second
+/// holds at most the limit (+1 for the send on its edge). ARGV: interval µs, cost, max_wait µs.
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - now
+if wait > tonumber(ARGV[3]) then return -1 end
+tat = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+return wait
+";
+
+/// SET NX with a TTL that answers the value already there. ARGV: claim, ttl ms.
+const CLAIM: &str = r"
+local first = redis.call('GET', KEYS[1])
+if first then return first end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// SET only if the key still holds the pending claim. ARGV: pending, confirmed, ttl ms.
+const CONFIRM: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// DEL only if the key still holds this claim. ARGV: claim.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// A lease taken when free or renewed by its holder. ARGV: node, ttl ms.
+const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";

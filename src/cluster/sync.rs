@@ -2,16 +2,23 @@
 //! second, and each provider's fact compared with the last one published — adopted where
 //! newer, published where this node knows more. It remembers per provider what it last told
 //! the others or took from them, so that adopting a fact never sends it round again.
+//!
+//! Open circuits are counted, not adopted one by one: each second every node writes its own
+//! (or removes it) and reads everyone's; when `cluster.quorum` live nodes have a provider's
+//! circuit open, the others open theirs too. A circuit taken that way is not written back as
+//! this node's own, so it cannot keep the count up after the nodes that saw the failures
+//! have closed theirs.
 
 use super::store::Store;
-use super::wire::{self, Fact, Heartbeat};
+use super::wire::{self, Circuit, Fact, Heartbeat};
 use super::{Member, Status};
 use crate::cluster::link::Link;
 use crate::health::Health;
+use crate::health::ProviderState;
 use crate::health::saved::{SavedHealth, Settings};
 use crate::metrics::Metrics;
 use crate::spool::record::now_ms;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub struct Syncer {
@@ -23,12 +30,33 @@ pub struct Syncer {
     pub link: Link,
     /// Per provider: the facts this node last published or adopted.
     told: HashMap<String, SavedHealth>,
+    /// `cluster.quorum`: nodes with a circuit open that make every node open it.
+    quorum: usize,
+    /// Providers whose open circuit this node took from a quorum (not its own observation).
+    taken_circuits: HashSet<String>,
 }
 
 impl Syncer {
-    pub fn new(me: Member, store: Store, health: Arc<Health>, metrics: Arc<Metrics>, status: Arc<Status>) -> Syncer {
+    pub fn new(
+        me: Member,
+        store: Store,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        status: Arc<Status>,
+        quorum: usize,
+    ) -> Syncer {
         let link = Link::new(metrics.clone(), status.clone());
-        Syncer { me, store, health, metrics, status, link, told: HashMap::new() }
+        Syncer {
+            me,
+            store,
+            health,
+            metrics,
+            status,
+            link,
+            told: HashMap::new(),
+            quorum,
+            taken_circuits: HashSet::new(),
+        }
     }
 
     /// Once a second: heartbeat, registry, and every provider's fact (a lost announcement is
@@ -36,6 +64,12 @@ impl Syncer {
     pub async fn tick(&mut self) {
         if self.heartbeat().await && self.list_nodes().await {
             self.sync_facts().await;
+            for provider in self.health.names() {
+                if !self.link.is_up() {
+                    break;
+                }
+                self.sync_circuit(&provider).await;
+            }
         }
     }
 
@@ -127,6 +161,49 @@ impl Syncer {
         };
         if let Some(facts) = news {
             self.publish(provider, facts).await;
+        }
+    }
+
+    /// Writes this node's own circuit on `provider`, reads every node's, and opens this node's
+    /// when a quorum of live nodes has it open.
+    async fn sync_circuit(&mut self, provider: &str) {
+        let open = self.health.state(provider) == Some(ProviderState::Open);
+        if !open {
+            self.taken_circuits.remove(provider);
+        }
+        let mine = match self.health.open_circuit(provider) {
+            Some((since_ms, until_ms)) if !self.taken_circuits.contains(provider) => {
+                Some(serde_json::to_string(&Circuit { since_ms, until_ms }).expect("a circuit serializes"))
+            }
+            _ => None,
+        };
+        let result = self.store.circuits(provider, &self.me.id, mine.as_deref()).await;
+        let Some(all) = self.link.observe(result) else { return };
+        let live: HashSet<String> = self.status.view().nodes.into_iter().map(|(id, _)| id).collect();
+        let mut seen: Vec<(String, Circuit)> = all
+            .into_iter()
+            .filter(|(node, _)| live.contains(node))
+            .filter_map(|(node, json)| Some((node, serde_json::from_str::<Circuit>(&json).ok()?)))
+            .collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        self.status.update(|v| {
+            let nodes: Vec<String> = seen.iter().map(|(node, _)| node.clone()).collect();
+            match nodes.is_empty() {
+                true => v.circuits.remove(provider),
+                false => v.circuits.insert(provider.to_string(), nodes),
+            };
+        });
+        if open {
+            return;
+        }
+        let others: Vec<&(String, Circuit)> = seen.iter().filter(|(node, _)| *node != self.me.id).collect();
+        if others.len() >= self.quorum {
+            let first_trial = others.iter().map(|(_, c)| c.until_ms).min().unwrap_or(0);
+            let nodes: Vec<String> = others.iter().map(|(node, _)| node.clone()).collect();
+            if self.health.adopt_circuit(provider, &nodes, first_trial) {
+                self.taken_circuits.insert(provider.to_string());
+                self.metrics.cluster_facts_adopted.with_label_values(&[provider]).inc();
+            }
         }
     }
 

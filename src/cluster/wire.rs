@@ -8,8 +8,14 @@
 //!
 //! A provider's entry is the last fact a node published about it; `saved` is that node's
 //! [`Health::shared_facts`](crate::health::Health::shared_facts) — state `healthy` with no
-//! blocks is the "cleared" marker. The rest of issue 17 (rate limits, idempotency claims,
-//! message lookup) gets keys of its own under the same prefix.
+//! blocks is the "cleared" marker. The other keys:
+//!
+//! ```text
+//! baton:rate:{provider}          the max_rate GCRA's next free time (µs, Redis's clock)
+//! baton:idem:{client}:{key}      {"id", "node", "request", "pending"}: 30 s pending, then 24 h
+//! baton:prober:{provider}        the node probing a provider out of rotation (a lease)
+//! HSET baton:circuit:{provider} {node} {"since_ms": …, "until_ms": …}   open circuits
+//! ```
 
 use crate::health::saved::SavedHealth;
 use serde::{Deserialize, Serialize};
@@ -25,12 +31,49 @@ pub struct Keys {
     pub nodes: String,
     /// Hash: provider → [`Fact`]; also the pub/sub channel announcing a provider's new fact.
     pub health: String,
+    prefix: String,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Keys {
-        Keys { nodes: format!("{prefix}nodes"), health: format!("{prefix}health") }
+        Keys { nodes: format!("{prefix}nodes"), health: format!("{prefix}health"), prefix: prefix.to_string() }
     }
+
+    pub fn rate(&self, provider: &str) -> String {
+        format!("{}rate:{provider}", self.prefix)
+    }
+
+    pub fn idempotency(&self, client: &str, key: &str) -> String {
+        format!("{}idem:{client}:{key}", self.prefix)
+    }
+
+    pub fn prober(&self, provider: &str) -> String {
+        format!("{}prober:{provider}", self.prefix)
+    }
+
+    pub fn circuits(&self, provider: &str) -> String {
+        format!("{}circuit:{provider}", self.prefix)
+    }
+}
+
+/// The first claim of an idempotency key: the message it named and the node holding it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub id: String,
+    pub node: String,
+    /// The fingerprint of the request (a different request with the same key is a conflict).
+    pub request: String,
+    /// Claimed, not yet in that node's spool (expires in 30 s unless confirmed).
+    #[serde(default)]
+    pub pending: bool,
+}
+
+/// One node's open circuit on a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Circuit {
+    pub since_ms: u64,
+    /// When that node's next half-open trial is due.
+    pub until_ms: u64,
 }
 
 /// A node's entry in the registry: where to reach it, and when it last said so.

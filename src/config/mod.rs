@@ -11,6 +11,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+pub use units::Rate;
 use units::{Dur, Size};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -642,6 +643,12 @@ macro_rules! http_provider_config {
             /// Send end-to-end canaries through this provider (when `[canary]` is set).
             #[serde(default = "default_true")]
             pub canary: bool,
+            /// Sends allowed across the cluster (`"14/s"`; SES counts recipients); none: no limit.
+            #[serde(default)]
+            pub max_rate: Option<Rate>,
+            /// How long a message may wait for its turn under `max_rate` before it moves on.
+            #[serde(default = "default_rate_wait")]
+            pub rate_wait: Dur,
             #[serde(default)]
             pub health: HealthOverride,
         }
@@ -774,6 +781,8 @@ impl ProviderConfig {
             c.health = HealthOverride::default();
             c.probe = true;
             c.canary = true;
+            c.max_rate = None;
+            c.rate_wait = default_rate_wait();
         });
         // Webhook settings concern what the provider sends Baton, not how Baton sends.
         match &mut c {
@@ -796,6 +805,20 @@ impl ProviderConfig {
     /// `canary = true|false`: whether end-to-end canaries go through this provider.
     pub fn canary_enabled(&self) -> bool {
         each_provider!(self, c => c.canary)
+    }
+
+    /// `max_rate` and `rate_wait`, when the provider has a send-rate limit.
+    pub fn rate_limit(&self) -> Option<(Rate, std::time::Duration)> {
+        each_provider!(self, c => c.max_rate.map(|rate| (rate, c.rate_wait.0)))
+    }
+
+    /// What one send costs under `max_rate`: SES counts every recipient against the account's
+    /// maximum send rate; the other providers' limits count requests.
+    pub fn rate_cost(&self, recipients: usize) -> u32 {
+        match self {
+            ProviderConfig::Ses(_) => recipients.max(1) as u32,
+            _ => 1,
+        }
     }
 
     /// The provider's `[providers.NAME.health]` overrides.
@@ -850,6 +873,12 @@ pub struct SmtpProviderConfig {
     /// Send end-to-end canaries through this provider (when `[canary]` is set).
     #[serde(default = "default_true")]
     pub canary: bool,
+    /// Sends allowed across the cluster (`"14/s"`; SES counts recipients); none: no limit.
+    #[serde(default)]
+    pub max_rate: Option<Rate>,
+    /// How long a message may wait for its turn under `max_rate` before it moves on.
+    #[serde(default = "default_rate_wait")]
+    pub rate_wait: Dur,
     #[serde(default)]
     pub health: HealthOverride,
 }
@@ -866,6 +895,9 @@ fn default_provider_timeout() -> Dur {
 fn default_max_connections() -> usize {
     16
 }
+fn default_rate_wait() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -876,6 +908,12 @@ pub struct FileProviderConfig {
     /// A file sink cannot lose mail silently; canaries through it are off by default.
     #[serde(default)]
     pub canary: bool,
+    /// Sends allowed across the cluster (`"14/s"`; SES counts recipients); none: no limit.
+    #[serde(default)]
+    pub max_rate: Option<Rate>,
+    /// How long a message may wait for its turn under `max_rate` before it moves on.
+    #[serde(default = "default_rate_wait")]
+    pub rate_wait: Dur,
     #[serde(default)]
     pub health: HealthOverride,
 }

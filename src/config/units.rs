@@ -58,6 +58,48 @@ impl fmt::Display for Size {
     }
 }
 
+/// A send rate written as text: `"14/s"`, `"600/m"`, `"3600/h"` (a whole count per second,
+/// minute or hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The time one unit of the rate takes up: `per / count` (a send every 50 ms at 20/s).
+    pub fn interval(&self) -> Duration {
+        self.per / self.count
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || de::Error::custom(format!("invalid rate {text:?}; write e.g. \"14/s\", \"600/m\", \"3600/h\""));
+        let (count, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        Ok(Rate { count, per })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +120,21 @@ mod tests {
         assert_eq!(t.s.0, 1024);
         assert!(toml::from_str::<T>("d = \"soon\"\ns = 1").is_err());
         assert!(toml::from_str::<T>("d = \"1s\"\ns = \"lots\"").is_err());
+    }
+
+    #[test]
+    fn parses_rates() {
+        #[derive(Deserialize)]
+        struct R {
+            r: Rate,
+        }
+        let rate = |text: &str| toml::from_str::<R>(&format!("r = {text:?}")).map(|r| r.r);
+        assert_eq!(rate("14/s").unwrap().interval(), Duration::from_nanos(71_428_571));
+        assert_eq!(rate("20/s").unwrap().interval(), Duration::from_millis(50));
+        assert_eq!(rate(" 600 / m ").unwrap().interval(), Duration::from_millis(100));
+        assert_eq!(rate("3600/h").unwrap().to_string(), "3600/h");
+        for bad in ["0/s", "14", "14/d", "-1/s", "fast/s", "1.5/s"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
     }
 }

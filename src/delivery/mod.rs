@@ -4,6 +4,7 @@
 pub mod pass;
 pub mod queue;
 pub mod redeliver;
+pub mod throttle;
 
 use crate::shared::Shared;
 use crate::spool::record::now_ms;

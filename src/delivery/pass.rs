@@ -2,7 +2,8 @@
 //! still pending, moving on at once when a provider fails; then persist and decide what next.
 
 use crate::event::{EventType, SuppressionReason};
-use crate::health::{Admission, Trial, sender_domain};
+use crate::health::{Admission, Skip, Trial, sender_domain};
+use crate::metrics::Metrics;
 use crate::outcome::{OutcomeClass, RecipientResult, SendReport};
 use crate::provider::{Outbound, Provider};
 use crate::runtime::{Route, Runtime};
@@ -340,24 +341,21 @@ async fn run_pass(
         let Some(provider) = runtime.providers.get(name) else {
             continue;
         };
+        let next = order.get(position + 1).map(|n| n.as_str());
         let trial = match shared.health.admit(name, &domain) {
             Admission::Send(trial) => trial,
             Admission::Skip(skip) => {
-                if let Some(next) = order.get(position + 1).map(|n| n.as_str()) {
-                    metrics
-                        .failovers
-                        .with_label_values(&[route.name.as_str(), name.as_str(), next, skip.as_str()])
-                        .inc();
-                    tracing::info!(message_id = %record.id, route = %route.name, from = %name, to = %next, reason = skip.as_str(), "failover");
-                    let detail = format!("{name} → {next}: {}", skip.as_str());
-                    for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
-                        r.note(EventType::Failover, Some(name), None, detail.clone());
-                    }
-                }
+                skipped(metrics, &route.name, record, name, next, skip);
                 continue;
             }
         };
         let recipients: Vec<String> = pending.iter().map(|&i| record.recipients[i].email.clone()).collect();
+        // A half-open trial is one send: it does not wait for a turn.
+        if trial == Trial::No && !rate_turn(shared, runtime, name, recipients.len()).await {
+            metrics.provider_rate_limited.with_label_values(&[name]).inc();
+            skipped(metrics, &route.name, record, name, next, Skip::MaxRate);
+            continue;
+        }
         let started = Instant::now();
         let outbound = Outbound {
             id: &record.id,
@@ -441,6 +439,35 @@ async fn run_pass(
         }
     }
     PassResult { all_bad_request: all_bad_request && last_provider.is_some(), last_provider }
+}
+
+/// A provider skipped for `skip`: counted and noted on the pending recipients as a failover
+/// when there is a next provider.
+fn skipped(metrics: &Metrics, route: &str, record: &mut MessageRecord, name: &str, next: Option<&str>, skip: Skip) {
+    let Some(next) = next else { return };
+    metrics.failovers.with_label_values(&[route, name, next, skip.as_str()]).inc();
+    tracing::info!(message_id = %record.id, route, from = %name, to = %next, reason = skip.as_str(), "failover");
+    let detail = format!("{name} → {next}: {}", skip.as_str());
+    for r in record.recipients.iter_mut().filter(|r| r.status == RecipientStatus::Pending) {
+        r.note(EventType::Failover, Some(name), None, detail.clone());
+    }
+}
+
+/// Waits for the provider's `max_rate` turn (`delivery/throttle.rs`); false: none within
+/// `rate_wait`, the message moves on.
+async fn rate_turn(shared: &Shared, runtime: &Runtime, name: &str, recipients: usize) -> bool {
+    let Some(config) = runtime.config.providers.get(name) else { return true };
+    let Some((rate, max_wait)) = config.rate_limit() else { return true };
+    let cost = config.rate_cost(recipients);
+    match shared.throttle.turn(shared.cluster.as_deref(), name, rate, cost, max_wait).await {
+        Some(wait) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            true
+        }
+        None => false,
+    }
 }
 
 /// One attempt on a provider that health admitted, recorded with health.

@@ -6,8 +6,9 @@
 //!
 //! What crosses: an operator's drain and resume (whatever the connection settings: they are
 //! the operator's decisions); with the same settings, a suspension and its cooldown end, a
-//! silent provider, the end of either, and sender-domain blocks. What does not: an open
-//! circuit, degraded or rate-limited — one node's view of its own path to the provider.
+//! rate limit and its Retry-After, a silent provider, the end of each, and sender-domain
+//! blocks. What does not: an open circuit or degraded — one node's view of its own path to the
+//! provider (a circuit is taken only when a quorum of nodes has it open: `open_circuit`).
 
 use super::saved::{Account, SavedHealth, Settings};
 use super::{Health, Inner, ProviderHealth, ProviderState, SenderBlock, instant_of, snapshot};
@@ -62,6 +63,32 @@ impl Health {
         Some(Adopted { changed, ahead: !fact.covers(&facts, settings, now_ms()), facts })
     }
 
+    /// This node's own open circuit on `name`: when it opened and when its next trial is due
+    /// (wall-clock ms). `None`: not open.
+    pub fn open_circuit(&self, name: &str) -> Option<(u64, u64)> {
+        let p = self.get(name)?;
+        let inner = p.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        (inner.state == ProviderState::Open)
+            .then(|| (inner.since_ms, inner.available_at.map_or_else(now_ms, |at| super::wall_ms(at, now))))
+    }
+
+    /// Opens `name`'s circuit because `nodes` (a quorum) have it open, until the first of their
+    /// trials is due (`until_ms`); from then on it is this node's circuit like any other, closed
+    /// by its own half-open trial. Only a provider in rotation here is changed. True: it was.
+    pub fn adopt_circuit(&self, name: &str, nodes: &[String], until_ms: u64) -> bool {
+        let Some(p) = self.get(name) else { return false };
+        let mut guard = p.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
+        if !matches!(inner.state, ProviderState::Healthy | ProviderState::Degraded) {
+            return false;
+        }
+        inner.available_at = Some(instant_of(until_ms, Instant::now()));
+        let reason = format!("circuit open on {} nodes ({})", nodes.len(), nodes.join(", "));
+        self.transition(&p, inner, ProviderState::Open, &reason);
+        true
+    }
+
     /// A newer drain or resume.
     fn adopt_operator(&self, p: &ProviderHealth, inner: &mut Inner, node: &str, fact: &SavedHealth) -> bool {
         let at = fact.operator_since();
@@ -79,8 +106,8 @@ impl Health {
         true
     }
 
-    /// A newer account state: suspended (with the end of its cooldown), silent, or back in
-    /// rotation. Under a drain only its time is taken: the drain stays until a resume.
+    /// A newer account state: suspended (with the end of its cooldown), rate limited (with the
+    /// end of its Retry-After), silent, or back in rotation. Under a drain only its time is taken: the drain stays until a resume.
     fn adopt_account(
         &self,
         p: &ProviderHealth,
@@ -94,13 +121,14 @@ impl Health {
             return false;
         }
         let mine = Account::of(inner.state);
-        if theirs == Account::Suspended && mine != Account::Hidden {
+        if matches!(theirs, Account::Suspended | Account::RateLimited) && mine != Account::Hidden {
             inner.available_at = fact.until_ms.map(|ms| instant_of(ms, now));
             inner.trial_started = None;
         }
         if mine != theirs && mine != Account::Hidden {
             match theirs {
                 Account::Suspended => self.transition(p, inner, ProviderState::Suspended, &fact.reason),
+                Account::RateLimited => self.transition(p, inner, ProviderState::RateLimited, &fact.reason),
                 Account::Silent => self.transition(p, inner, ProviderState::Silent, &fact.reason),
                 Account::InRotation | Account::Hidden => {
                     self.transition(p, inner, ProviderState::Healthy, &format!("back in rotation on node {node}"))
@@ -141,10 +169,13 @@ impl Health {
 /// [`snapshot`] without this node's own: in rotation whatever the circuit says.
 fn shared(inner: &Inner, now: Instant) -> SavedHealth {
     let mut facts = snapshot(inner, now);
+    if inner.state == ProviderState::RateLimited {
+        facts.state = ProviderState::RateLimited; // not kept across a restart, but shared
+    }
     if Account::of(facts.state) == Account::InRotation {
         facts.state = ProviderState::Healthy;
     }
-    if facts.state != ProviderState::Suspended {
+    if !matches!(facts.state, ProviderState::Suspended | ProviderState::RateLimited) {
         facts.until_ms = None;
     }
     facts.open_for_ms = 0;

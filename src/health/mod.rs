@@ -101,6 +101,8 @@ pub enum Skip {
     SenderBlocked,
     /// Its bounce or complaint rate is at or over the warn level and `pause_on_rate` is set.
     RateWarning,
+    /// Its `max_rate` had no turn for the message within `rate_wait` (decided by delivery).
+    MaxRate,
 }
 
 impl Skip {
@@ -109,6 +111,7 @@ impl Skip {
             Skip::State(state) => state.as_str(),
             Skip::SenderBlocked => "sender_blocked",
             Skip::RateWarning => "rate_warning",
+            Skip::MaxRate => "max_rate",
         }
     }
 }
@@ -220,6 +223,15 @@ struct Inner {
 }
 
 impl Inner {
+    /// The time between probes: faster while out of rotation, so recovery is noticed quickly.
+    fn probe_interval(&self) -> Duration {
+        let base = self.settings.probe_interval;
+        match self.state {
+            ProviderState::Open | ProviderState::Suspended => (base / 4).max(Duration::from_millis(100)),
+            _ => base,
+        }
+    }
+
     fn new(settings: HealthSettings, probe_enabled: bool, fingerprint: String) -> Self {
         Inner {
             open_for: settings.open_for,
@@ -651,17 +663,26 @@ impl Health {
         if inner.probe_running || !inner.probe_enabled {
             return false;
         }
-        let base = inner.settings.probe_interval;
-        // Faster while out of rotation, so recovery is noticed quickly.
-        let interval = match inner.state {
-            ProviderState::Open | ProviderState::Suspended => (base / 4).max(Duration::from_millis(100)),
-            _ => base,
-        };
+        let interval = inner.probe_interval();
         let due = inner.last_probe_at.is_none_or(|at| at.elapsed() >= interval);
         if due {
             inner.probe_running = true;
         }
         due
+    }
+
+    /// The time between this provider's probes now (zero: no such provider).
+    pub fn probe_interval(&self, name: &str) -> Duration {
+        self.get(name).map_or(Duration::ZERO, |p| p.inner.lock().unwrap_or_else(|e| e.into_inner()).probe_interval())
+    }
+
+    /// A due probe was left to another node (it holds the provider's probe lease): the next
+    /// one is due an interval from now.
+    pub fn probe_skipped(&self, name: &str) {
+        let Some(p) = self.get(name) else { return };
+        let mut inner = p.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.probe_running = false;
+        inner.last_probe_at = Some(Instant::now());
     }
 
     /// Records an active probe's result; probes drive recovery from `suspended`. An
@@ -1220,7 +1241,7 @@ mod tests {
             .into_iter()
             .filter(|s| !matches!(s, ProviderState::Healthy | ProviderState::Degraded))
             .map(Skip::State);
-        for skip in out_of_rotation.chain([Skip::SenderBlocked, Skip::RateWarning]) {
+        for skip in out_of_rotation.chain([Skip::SenderBlocked, Skip::RateWarning, Skip::MaxRate]) {
             assert!(crate::metrics::FAILOVER_REASONS.contains(&skip.as_str()), "{} in FAILOVER_REASONS", skip.as_str());
         }
     }

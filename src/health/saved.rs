@@ -60,13 +60,14 @@ pub struct SavedBlock {
 }
 
 /// A provider's account as the cluster sees it: what every node using the same account
-/// shares. Open, degraded and rate-limited are one node's view of its own path to the provider,
-/// so they count as in rotation here.
+/// shares. Open and degraded are one node's view of its own path to the provider, so they
+/// count as in rotation here; a rate limit (429 with Retry-After) is the account's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Account {
     InRotation,
     Suspended,
     Silent,
+    RateLimited,
     /// Drained: the account's own state is hidden under the operator's decision.
     Hidden,
 }
@@ -74,9 +75,8 @@ pub enum Account {
 impl Account {
     pub fn of(state: ProviderState) -> Account {
         match state {
-            ProviderState::Healthy | ProviderState::Degraded | ProviderState::Open | ProviderState::RateLimited => {
-                Account::InRotation
-            }
+            ProviderState::Healthy | ProviderState::Degraded | ProviderState::Open => Account::InRotation,
+            ProviderState::RateLimited => Account::RateLimited,
             ProviderState::Suspended => Account::Suspended,
             ProviderState::Silent => Account::Silent,
             ProviderState::Drained => Account::Hidden,
@@ -110,7 +110,7 @@ impl SavedHealth {
     /// When the account's state last changed (older records: a suspension's start).
     pub fn account_since(&self) -> u64 {
         match Account::of(self.state) {
-            Account::Suspended | Account::Silent => self.account_ms.max(self.since_ms),
+            Account::Suspended | Account::Silent | Account::RateLimited => self.account_ms.max(self.since_ms),
             Account::InRotation | Account::Hidden => self.account_ms,
         }
     }

@@ -121,6 +121,7 @@ impl From<Refusal> for ApiError {
             Refusal::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             // 422 as in the IETF Idempotency-Key draft (409 is for a request still in progress).
             Refusal::IdempotencyConflict(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            Refusal::InProgress => (StatusCode::CONFLICT, "idempotency_key_in_progress"),
             Refusal::NoTemplateProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no_template_provider"),
             Refusal::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -182,13 +183,33 @@ async fn status(
 ) -> Result<Response, ApiError> {
     let client = authenticate(&shared, &headers)?;
     let spool = shared.spool.clone();
-    let record = tokio::task::spawn_blocking(move || spool.get(&id))
+    let key = id.clone();
+    let record = tokio::task::spawn_blocking(move || spool.get(&key))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     match record {
         // Another client's message is indistinguishable from a missing one.
         Some(r) if r.client == client.name => Ok(Json(status_json(&r)).into_response()),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no message with this id for this client")),
+        _ => match held_elsewhere(&shared, &headers, &id).await {
+            Some(response) => Ok(response),
+            None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no message with this id for this client")),
+        },
     }
+}
+
+/// In a cluster, each node holds what it accepted: a message this node does not hold is asked
+/// of the other live nodes (with the client's own credentials, once: a relayed request is not
+/// relayed again), and their answer is passed on with `Baton-Node` naming the node holding it.
+async fn held_elsewhere(shared: &Shared, headers: &HeaderMap, id: &str) -> Option<Response> {
+    let cluster = shared.cluster.as_ref()?;
+    // Message ids are ULIDs: anything else is not relayed into another node's URL.
+    if headers.contains_key(crate::cluster::RELAYED_HEADER) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let (node, status, body) = cluster.find_message(&format!("/v1/messages/{id}"), headers).await?;
+    let status = StatusCode::from_u16(status).ok()?;
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    response.headers_mut().insert("baton-node", header::HeaderValue::from_str(&node).ok()?);
+    Some(response)
 }

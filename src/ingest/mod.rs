@@ -10,6 +10,7 @@ pub mod smtp;
 pub mod submit;
 pub mod webhooks;
 
+use crate::cluster::Claimed;
 use crate::shared::Shared;
 use crate::spool::record::{Ingress, MessageRecord, MessageStatus, Recipient, now_ms};
 use crate::spool::{Inserted, SpoolError};
@@ -51,6 +52,8 @@ pub enum IngestError {
     ShuttingDown,
     #[error("Idempotency-Key was already used with a different request (message {0}); use a new key for a new message")]
     IdempotencyConflict(String),
+    #[error("a request with this Idempotency-Key is being accepted by another node; try again shortly")]
+    InProgress,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -70,6 +73,7 @@ impl IngestError {
             IngestError::SpoolFull => "spool_full",
             IngestError::ShuttingDown => "shutting_down",
             IngestError::IdempotencyConflict(_) => "idempotency_conflict",
+            IngestError::InProgress => "idempotency_in_progress",
             IngestError::Internal(_) => "internal",
         }
     }
@@ -115,9 +119,32 @@ pub async fn accept(
         body_kept: false,
         redelivered_from: None,
     };
+    // In a cluster the key is claimed for the whole cluster first: the same request retried
+    // onto another node gets the first node's message id.
+    let claim = match (&idempotency, &shared.cluster) {
+        (Some(i), Some(cluster)) => match cluster.claim(client, &i.key, &record.id, &i.request).await {
+            Claimed::First(claim) => Some((cluster, i.key.clone(), claim)),
+            Claimed::Earlier(first) if first.request == i.request => {
+                tracing::info!(message_id = %first.id, client, node = %first.node, "idempotency key reused: returning the earlier message");
+                return Ok((first.id, false));
+            }
+            Claimed::Earlier(first) => return Err(IngestError::IdempotencyConflict(first.id)),
+            Claimed::InProgress => return Err(IngestError::InProgress),
+            Claimed::Unknown => None,
+        },
+        _ => None,
+    };
     let request = idempotency.map(|i| i.request);
     let body = bytes::Bytes::from(message.body);
-    match shared.spool.insert(&record, body.clone(), request).await {
+    let inserted = shared.spool.insert(&record, body.clone(), request).await;
+    if let Some((cluster, key, claim)) = claim {
+        match &inserted {
+            Ok(Inserted::New) => cluster.confirm(client, &key, &claim).await,
+            // Not accepted here after all (or this node already had the key).
+            _ => cluster.release(client, &key, &claim).await,
+        }
+    }
+    match inserted {
         Ok(Inserted::New) => {
             shared.metrics.messages_received.with_label_values(&[ingress.as_str(), client]).inc();
             tracing::info!(message_id = %record.id, client, ingress = ingress.as_str(), recipients = record.recipients.len(), size = record.size, "message accepted");

@@ -33,6 +33,9 @@ pub enum Refusal {
     ShuttingDown,
     /// The idempotency key was used with another request (the first message's id).
     IdempotencyConflict(String),
+    /// Another node is accepting a request with the same idempotency key (cluster mode); a
+    /// retry gets that node's message id.
+    InProgress,
     /// A provider-stored template, and the client's route has no provider of that type.
     NoTemplateProvider(String),
     Internal,
@@ -50,6 +53,7 @@ impl Refusal {
             Refusal::SpoolFull => "spool_full",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::IdempotencyConflict(_) => "idempotency_conflict",
+            Refusal::InProgress => "idempotency_in_progress",
             Refusal::NoTemplateProvider(_) => "no_template_provider",
             Refusal::Internal => "internal",
         }
@@ -67,6 +71,7 @@ impl Refusal {
             Refusal::SpoolFull => IngestError::SpoolFull.to_string(),
             Refusal::ShuttingDown => IngestError::ShuttingDown.to_string(),
             Refusal::IdempotencyConflict(id) => IngestError::IdempotencyConflict(id.clone()).to_string(),
+            Refusal::InProgress => IngestError::InProgress.to_string(),
             Refusal::Internal => "internal error; the message was not accepted".into(),
         }
     }
@@ -340,6 +345,7 @@ pub async fn spool(
                 IngestError::SpoolFull => Refusal::SpoolFull,
                 IngestError::ShuttingDown => Refusal::ShuttingDown,
                 IngestError::IdempotencyConflict(id) => Refusal::IdempotencyConflict(id),
+                IngestError::InProgress => Refusal::InProgress,
                 IngestError::Internal(detail) => {
                     tracing::error!(error = %detail, "ingest failed");
                     Refusal::Internal

@@ -90,6 +90,8 @@ pub struct ReceivedMessage {
     pub data: Vec<u8>,
     /// User name of a successful `AUTH` on this connection.
     pub auth_user: Option<String>,
+    /// When the final reply to the content was sent.
+    pub received_at: std::time::Instant,
 }
 
 impl ReceivedMessage {
@@ -791,8 +793,13 @@ impl Session {
             format!("250 2.0.0 Ok: queued as {id}")
         };
         if reply.starts_with('2') {
-            let message =
-                ReceivedMessage { mail_from: tx.mail_from, rcpts: tx.rcpts, data, auth_user: self.auth_user.clone() };
+            let message = ReceivedMessage {
+                mail_from: tx.mail_from,
+                rcpts: tx.rcpts,
+                data,
+                auth_user: self.auth_user.clone(),
+                received_at: std::time::Instant::now(),
+            };
             let forward = lock(&self.shared.forward).clone();
             if let Some(forward) = forward.filter(|_| !self.shared.drop_all.load(Ordering::Relaxed)) {
                 let copy = message.clone();

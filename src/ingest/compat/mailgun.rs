@@ -193,7 +193,7 @@ impl From<Refusal> for MailgunError {
             }
             Refusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             // Nothing was spooled: a retry by the SDK cannot make a duplicate.
-            Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
+            Refusal::Busy | Refusal::InProgress | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };

@@ -131,7 +131,7 @@ impl From<Refusal> for PostmarkError {
             Refusal::NoTemplateProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, 1101),
             // Nothing was spooled: a retry by the SDK cannot make a duplicate. 100 is
             // Postmark's "maintenance".
-            Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
+            Refusal::Busy | Refusal::InProgress | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
                 (StatusCode::SERVICE_UNAVAILABLE, 100)
             }
         };

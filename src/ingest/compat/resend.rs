@@ -152,6 +152,8 @@ impl From<Refusal> for ResendError {
             | Refusal::NoTemplateProvider(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             Refusal::SenderNotAllowed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_from_address"),
             Refusal::IdempotencyConflict(_) => (StatusCode::CONFLICT, "invalid_idempotent_request"),
+            // Resend's answer while the first request with the key is still being processed.
+            Refusal::InProgress => (StatusCode::CONFLICT, "concurrent_idempotent_requests"),
             // Nothing was spooled: a retry by the SDK cannot make a duplicate.
             Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
                 (StatusCode::SERVICE_UNAVAILABLE, "application_error")

@@ -174,7 +174,7 @@ impl From<Refusal> for SendgridError {
             // SendGrid's answer for a sender it will not send for.
             Refusal::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
             // Nothing was spooled: a retry by the SDK cannot make a duplicate.
-            Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
+            Refusal::Busy | Refusal::InProgress | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };

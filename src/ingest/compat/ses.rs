@@ -91,7 +91,7 @@ impl SesError {
                 SesError::new(protocol, StatusCode::BAD_REQUEST, "MessageRejected", message)
             }
             // Nothing was spooled: a retry by the SDK cannot make a duplicate.
-            Refusal::Busy | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
+            Refusal::Busy | Refusal::InProgress | Refusal::SpoolFull | Refusal::ShuttingDown | Refusal::Internal => {
                 SesError::new(protocol, StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
             }
             Refusal::Invalid(_)

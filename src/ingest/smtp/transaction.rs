@@ -321,7 +321,7 @@ impl Session {
                 Flow::Close
             }
             // SMTP has no idempotency keys.
-            Err(e @ (IngestError::Internal(_) | IngestError::IdempotencyConflict(_))) => {
+            Err(e @ (IngestError::Internal(_) | IngestError::IdempotencyConflict(_) | IngestError::InProgress)) => {
                 let detail = e.to_string();
                 tracing::error!(error = %detail, "SMTP ingest failed");
                 self.reject("internal", reply::INTERNAL)
