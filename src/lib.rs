@@ -8,6 +8,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod event;
 pub mod health;
 pub mod http_listener;

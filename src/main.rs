@@ -1,15 +1,16 @@
 use baton::config::{self, ConfigError};
 use baton::spool::Condition;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "baton", version, about = "Multi-provider email failover relay")]
 struct Cli {
-    /// Config file.
-    #[arg(long, global = true, env = "BATON_CONFIG", default_value = "config/baton.toml")]
-    config: PathBuf,
+    /// Config file [default: config/baton.toml; for `demo`, config/demo.toml].
+    #[arg(long, global = true, env = "BATON_CONFIG")]
+    config: Option<PathBuf>,
     /// Log line format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -23,6 +24,23 @@ enum Command {
     Serve,
     /// Validate a config file: exit 0 if it is valid, else print every problem and exit 1.
     CheckConfig,
+    /// Watch a failover with no provider account: the relay on config/demo.toml, with a local
+    /// SMTP sink in place of each provider, which `POST /NAME/suspend` on the control address
+    /// makes answer like a suspended account.
+    Demo {
+        /// Where the sinks' control API listens.
+        #[arg(long, default_value = "127.0.0.1:8025")]
+        control: SocketAddr,
+    },
+}
+
+impl Command {
+    fn default_config(&self) -> PathBuf {
+        match self {
+            Command::Serve | Command::CheckConfig => "config/baton.toml".into(),
+            Command::Demo { .. } => "config/demo.toml".into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,8 +99,10 @@ fn print_problems(err: &ConfigError) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => match config::load(&cli.config) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let config_path = cli.config.unwrap_or_else(|| command.default_config());
+    match command {
+        Command::CheckConfig => match config::load(&config_path) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("warning: {w}");
@@ -90,7 +110,7 @@ fn main() -> ExitCode {
                 let c = &loaded.config;
                 println!(
                     "{}: OK ({} providers, {} routes, {} clients)",
-                    cli.config.display(),
+                    config_path.display(),
                     c.providers.len(),
                     c.routes.len(),
                     c.clients.len()
@@ -102,9 +122,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve => {
+        Command::Serve | Command::Demo { .. } => {
             let _log = init_logging(cli.log_format);
-            let loaded = match config::load(&cli.config) {
+            let loaded = match config::load(&config_path) {
                 Ok(l) => l,
                 Err(e) => {
                     print_problems(&e);
@@ -112,12 +132,31 @@ fn main() -> ExitCode {
                 }
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            runtime.block_on(serve(loaded))
+            match command {
+                Command::Demo { control } => runtime.block_on(demo(loaded, control)),
+                _ => runtime.block_on(serve(loaded, None)),
+            }
         }
     }
 }
 
-async fn serve(loaded: config::Loaded) -> ExitCode {
+/// `baton demo`: the sinks first (Baton's first probes find them), then the relay as `serve`.
+async fn demo(loaded: config::Loaded, control: SocketAddr) -> ExitCode {
+    match baton::demo::start(&loaded.config, control).await {
+        Ok(demo) => {
+            tracing::info!(control = %demo.control, sinks = demo.sinks.len(), "demo sinks listening");
+            serve(loaded, Some(demo)).await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "cannot start the demo");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the relay until SIGTERM / SIGINT (SIGHUP reloads); with `demo`, prints its guide once
+/// the relay listens.
+async fn serve(loaded: config::Loaded, demo: Option<baton::demo::Demo>) -> ExitCode {
     // Handlers first: a signal that arrives while starting must not kill the process.
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -133,6 +172,10 @@ async fn serve(loaded: config::Loaded) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(demo) = &demo {
+        let runtime = running.shared.runtime.load();
+        println!("{}", demo.guide(&runtime.config, running.http_addr, running.admin_addr));
+    }
     loop {
         tokio::select! {
             _ = term.recv() => {

@@ -4,6 +4,7 @@ pub mod dovecot;
 pub mod mock_http;
 pub mod mock_smtp;
 pub mod process;
+pub mod prometheus;
 pub mod redis;
 pub mod sdk;
 pub mod smtp_reply;
