@@ -1,0 +1,152 @@
+//! Cluster mode with each node its own `baton` process, as in production: three processes on
+//! one real Redis and the same scripted providers. An idempotency key sent to two processes is
+//! one message; a node killed with SIGKILL and started again on its own spool delivers what it
+//! had accepted, and any node answers for any node's messages.
+//! (`tests/cluster.rs` covers the rest of cluster mode with in-process nodes.)
+
+mod support;
+
+use serde_json::Value;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::baton::{DEADLINE, KEY, config_text, message, smtp_provider};
+use support::mock_smtp::MockSmtp;
+use support::process::BatonProcess;
+use support::redis::Redis;
+
+struct Node {
+    id: &'static str,
+    config: PathBuf,
+    process: BatonProcess,
+}
+
+/// Writes node `id`'s config (its own spool under `dir`) and starts it.
+fn start(dir: &Path, id: &'static str, primary: &MockSmtp, backup: &MockSmtp, redis: &Redis) -> Node {
+    let body = format!(
+        "{}{}\n[retry]\nschedule = [\"300ms\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"primary\", \"backup\"]\n\n\
+         [cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n",
+        smtp_provider("primary", primary, ""),
+        smtp_provider("backup", backup, ""),
+        redis.url(),
+    );
+    let home = dir.join(id);
+    std::fs::create_dir_all(&home).unwrap();
+    let config = home.join("baton.toml");
+    std::fs::write(&config, config_text(&home, "", &body)).unwrap();
+    let process = BatonProcess::spawn(&config);
+    Node { id, config, process }
+}
+
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {
+    let resp = http.get(url).header("authorization", format!("Bearer {KEY}")).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(http: &reqwest::Client, node: &Node, idempotency: Option<&str>, msg: &Value) -> (u16, Value) {
+    let mut req = http
+        .post(format!("{}/v1/messages", node.process.http))
+        .header("authorization", format!("Bearer {KEY}"))
+        .json(msg);
+    if let Some(key) = idempotency {
+        req = req.header("idempotency-key", key);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin(http: &reqwest::Client, node: &Node, action: &str) {
+    let resp = http.post(format!("{}/admin/providers/{action}", node.process.admin)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{action} on {}", node.id);
+}
+
+async fn sees_all(http: &reqwest::Client, node: &Node, n: usize) {
+    within(DEADLINE, &format!("{} sees {n} nodes", node.id), || async {
+        let (_, view) = get(http, format!("{}/admin/cluster", node.process.admin)).await;
+        view["connected"] == true && view["nodes"].as_array().is_some_and(|l| l.len() == n)
+    })
+    .await;
+}
+
+async fn state(http: &reqwest::Client, node: &Node, provider: &str) -> String {
+    let (_, list) = get(http, format!("{}/admin/providers", node.process.admin)).await;
+    let entry = list["providers"].as_array().unwrap().iter().find(|p| p["name"] == provider).cloned();
+    entry.map_or_else(String::new, |p| p["state"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_restarted_on_its_own_spool_delivers_what_it_accepted_and_keys_hold_across_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let (primary, backup) = (MockSmtp::start().await, MockSmtp::start().await);
+    let http = reqwest::Client::new();
+    let mut nodes: Vec<Node> = ["a", "b", "c"].into_iter().map(|id| start(dir.path(), id, &primary, &backup, &redis)).collect();
+    for node in &nodes {
+        sees_all(&http, node, 3).await;
+    }
+
+    // One key, two processes: one message.
+    let once = message(&["alice@example.net"], "once");
+    let (code, first) = post(&http, &nodes[0], Some("signup-42"), &once).await;
+    assert_eq!(code, 202, "{first}");
+    let (code, again) = post(&http, &nodes[1], Some("signup-42"), &once).await;
+    assert_eq!((code, &again["id"]), (202, &first["id"]), "b answers with a's message");
+    within(DEADLINE, "the message delivered", || async { primary.message_count() == 1 }).await;
+
+    // Hold every delivery (a drain on a holds on every node), accept on all three.
+    admin(&http, &nodes[0], "primary/drain").await;
+    admin(&http, &nodes[0], "backup/drain").await;
+    for node in &nodes[1..] {
+        for provider in ["primary", "backup"] {
+            within(Duration::from_secs(1), "the drain reaches every node", || async {
+                state(&http, node, provider).await == "drained"
+            })
+            .await;
+        }
+    }
+    let mut ids = Vec::new();
+    for node in &nodes {
+        for i in 0..5 {
+            let (code, body) = post(&http, node, None, &message(&["bob@example.net"], &format!("{} {i}", node.id))).await;
+            assert_eq!(code, 202, "{body}");
+            ids.push(body["id"].as_str().unwrap().to_string());
+        }
+    }
+
+    // b dies with its five messages accepted and not sent, and starts again on its spool.
+    let b = nodes.remove(1);
+    b.process.signal("KILL");
+    let config = b.config.clone();
+    drop(b);
+    let restarted = tokio::task::spawn_blocking(move || BatonProcess::spawn(&config)).await.unwrap();
+    nodes.insert(1, Node { id: "b", config: dir.path().join("b/baton.toml"), process: restarted });
+    sees_all(&http, &nodes[1], 3).await;
+    assert_eq!(state(&http, &nodes[1], "primary").await, "drained", "b kept the drain");
+
+    // A resume on c lets every node deliver what it accepted, b included.
+    admin(&http, &nodes[2], "primary/resume").await;
+    within(DEADLINE, "all fifteen delivered", || async { primary.message_count() == 16 }).await;
+    for id in &ids {
+        // Asked of a whichever node holds it.
+        let (code, status) = get(&http, format!("{}/v1/messages/{id}", nodes[0].process.http)).await;
+        assert_eq!((code, &status["status"]), (200, &Value::from("delivered")), "{status:#}");
+    }
+    let subjects: Vec<String> =
+        primary.messages().iter().filter_map(|m| m.header("Subject")).filter(|s| s.starts_with("b ")).collect();
+    assert_eq!(subjects.len(), 5, "b's five, once each: {subjects:?}");
+    assert_eq!(backup.message_count(), 0);
+}
