@@ -3,6 +3,7 @@
 
 mod env;
 pub mod locate;
+mod parse;
 pub mod units;
 mod validate;
 
@@ -1010,26 +1011,27 @@ pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) ->
     for m in &missing {
         problems.error(&m.path, format!("environment variable {} is not set", m.name));
     }
-    let config: Config = match toml::from_str(&expanded) {
-        Ok(c) => c,
-        Err(e) => {
-            // Report the parse error without echoing the source line: it may hold a substituted secret.
-            let mut all = problems.errors;
-            let line = e.span().map(|s| locator.line_of_offset(s.start));
-            let (line, key) = locate_in_tagged_table(&expanded, line);
-            all.push(Problem { file: file.to_string(), line, key, message: e.message().trim().to_string() });
-            return Err(ConfigError::Invalid { problems: all });
-        }
+    let parsed = parse::deserialize(doc);
+    for (path, message) in &parsed.problems {
+        problems.error(path, message.clone());
+    }
+    let Some(config) = parsed.config else {
+        return Err(ConfigError::Invalid { problems: problems.errors });
     };
     let before = problems.errors.len();
     validate::validate(&config, &mut problems);
-    // A key whose variable is missing was substituted as empty: its follow-on problems are noise.
+    // A key whose variable is missing was substituted as empty, and a neutralised key holds a
+    // default or a stand-in: their follow-on problems are noise.
     let missing_keys: Vec<String> = missing.iter().map(|m| m.path.to_string()).collect();
+    let neutralised: Vec<String> = parsed.neutralised.iter().map(|p| p.to_string()).collect();
+    let noise = |key: &str| missing_keys.iter().any(|k| k == key) || neutralised.iter().any(|n| is_under(key, n));
     let mut index = 0;
     problems.errors.retain(|p| {
         index += 1;
-        index <= before || !missing_keys.contains(&p.key)
+        index <= before || !noise(&p.key)
     });
+    // In file order: the operator fixes them top to bottom.
+    problems.errors.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     if problems.errors.is_empty() {
         Ok(Loaded { config, warnings: problems.warnings, source: file.to_string(), hash: text_hash(text) })
     } else {
@@ -1037,56 +1039,7 @@ pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) ->
     }
 }
 
-/// serde reports errors inside internally tagged tables (`[providers.x]`, whose `type` picks
-/// the struct) at the table header: it buffers the table and loses positions. Re-parse just
-/// that table as its concrete type to find the offending key's own line.
-fn locate_in_tagged_table(text: &str, line: Option<usize>) -> (Option<usize>, String) {
-    let Some(header_line) = line else {
-        return (None, String::new());
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let Some(header) = lines.get(header_line - 1).map(|l| l.trim()) else {
-        return (line, String::new());
-    };
-    let Some(name) = header.strip_prefix("[providers.").and_then(|h| h.strip_suffix(']')) else {
-        return (line, String::new());
-    };
-    // The table's own lines, with the header and `type` blanked so line numbers stay aligned.
-    let mut kind = None;
-    let mut region = String::new();
-    for (i, l) in lines.iter().enumerate() {
-        let inside = i + 1 > header_line && lines[header_line..=i].iter().all(|x| !x.trim_start().starts_with('['));
-        let is_type = l.split('=').next().map(str::trim) == Some("type");
-        if inside && is_type {
-            kind = l.split_once('=').map(|(_, v)| v.trim().trim_matches('"').to_string());
-        }
-        if inside && !is_type {
-            region.push_str(l);
-        }
-        region.push('\n');
-    }
-    let result = match kind.as_deref() {
-        Some("smtp") => toml::from_str::<SmtpProviderConfig>(&region).err(),
-        Some("file") => toml::from_str::<FileProviderConfig>(&region).err(),
-        Some("mandrill") => toml::from_str::<MandrillConfig>(&region).err(),
-        Some("ses") => toml::from_str::<SesConfig>(&region).err(),
-        Some("sendgrid") => toml::from_str::<SendgridConfig>(&region).err(),
-        Some("mailgun") => toml::from_str::<MailgunConfig>(&region).err(),
-        Some("postmark") => toml::from_str::<PostmarkConfig>(&region).err(),
-        Some("resend") => toml::from_str::<ResendConfig>(&region).err(),
-        _ => None,
-    };
-    let Some(err) = result else {
-        return (line, format!("providers.{name}"));
-    };
-    let Some(span) = err.span() else {
-        return (line, format!("providers.{name}"));
-    };
-    let found = region[..span.start].matches('\n').count() + 1;
-    let key = lines
-        .get(found - 1)
-        .and_then(|l| l.split_once('='))
-        .map(|(k, _)| format!("providers.{name}.{}", k.trim()))
-        .unwrap_or_else(|| format!("providers.{name}"));
-    (Some(found), key)
+/// Whether `key` is `path` or a key inside it (`a.b` is under `a`, and so is `a[0]`).
+fn is_under(key: &str, path: &str) -> bool {
+    key.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
