@@ -4,6 +4,8 @@
 mod env;
 pub mod locate;
 mod parse;
+#[cfg(test)]
+mod reference;
 pub mod units;
 mod validate;
 
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use units::{Dur, Size};
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -52,6 +55,7 @@ pub struct Config {
 /// `[cluster]`: nodes behind one load balancer share provider health through Redis (or any
 /// Redis-compatible server). Each node keeps its own spool and delivers what it accepted.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
@@ -94,6 +98,7 @@ fn default_cluster_timeout() -> Dur {
 /// `[suppression]`: addresses a provider reported as bad (hard bounce, complaint, unsubscribe)
 /// are never handed to any provider again.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SuppressionConfig {
     #[serde(default)]
@@ -103,6 +108,7 @@ pub struct SuppressionConfig {
 /// `client`: each client has its own list (one app's bounce does not stop another app's
 /// mail to that address); `global`: one list for every client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
 pub enum SuppressionScope {
     #[default]
@@ -113,6 +119,7 @@ pub enum SuppressionScope {
 /// `[[webhooks]]`: an app endpoint that receives Baton's events, signed per the Standard
 /// Webhooks spec.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -132,6 +139,7 @@ pub struct WebhookConfig {
 /// `[canary]`: a small real message through each provider on a schedule, read back over IMAP;
 /// a provider whose canaries stop arriving is `silent` and out of rotation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
     /// Per provider, with jitter.
@@ -156,6 +164,7 @@ pub struct CanaryConfig {
 
 /// `[canary.imap]`: the mailbox canaries are read back from (IMAP4rev1).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ImapConfig {
     pub host: String,
@@ -197,6 +206,7 @@ fn default_mailbox() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Used in Message-ID and SMTP EHLO.
@@ -281,6 +291,7 @@ fn default_http_max_connections_per_ip() -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     pub cert: PathBuf,
@@ -289,6 +300,7 @@ pub struct ServerTlsConfig {
 
 /// Limits that keep one hostile or broken SMTP client from hurting the others.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     #[serde(default = "default_smtp_max_connections")]
@@ -405,6 +417,7 @@ fn default_shutdown_grace() -> Dur {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     #[serde(default = "default_spool_dir")]
@@ -445,6 +458,7 @@ fn default_keep_completed() -> Dur {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Delay before the next delivery pass when every provider failed; the last entry repeats.
@@ -459,6 +473,7 @@ impl Default for RetryConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Messages being delivered at the same time (across all providers).
@@ -477,6 +492,7 @@ fn default_concurrency() -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub name: String,
@@ -511,6 +527,7 @@ pub struct ClientConfig {
 
 /// An access key id and secret an AWS SDK signs its requests with (SigV4).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct AwsCredential {
     pub access_key_id: String,
@@ -518,6 +535,7 @@ pub struct AwsCredential {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SmtpUser {
     pub username: String,
@@ -527,6 +545,7 @@ pub struct SmtpUser {
 /// Provider health settings (`[health]`); every key can be overridden per provider in
 /// `[providers.NAME.health]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct HealthOverride {
     /// Active probe period while healthy; probes run faster while open or suspended.
@@ -610,6 +629,7 @@ impl HealthSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ProviderConfig {
     Smtp(SmtpProviderConfig),
@@ -629,6 +649,7 @@ macro_rules! http_provider_config {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty $(= $default:literal)?),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[cfg_attr(test, derive(serde::Serialize))]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$fdoc])* $(#[serde(default = $default)])? pub $field: $ty,)*
@@ -819,6 +840,7 @@ impl ProviderConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     None,
@@ -827,6 +849,7 @@ pub enum TlsMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SmtpProviderConfig {
     pub host: String,
@@ -869,6 +892,7 @@ fn default_max_connections() -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct FileProviderConfig {
     pub dir: PathBuf,
@@ -882,6 +906,7 @@ pub struct FileProviderConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -896,6 +921,7 @@ pub struct RouteConfig {
 
 /// A route matches a message when every given list contains a match (absent lists match all).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     #[serde(default)]
