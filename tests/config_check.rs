@@ -239,6 +239,64 @@ fn invalid_configs_are_reported_with_line_and_key() {
     }
 }
 
+/// Four structural mistakes of different kinds and a semantic one: one run names them all.
+const FIVE_MISTAKES: &str = r#"[server]
+hostname = "baton.example.com"
+http_listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+max_mesage_size = "10MiB"
+
+[[clients]]
+name = "billing"
+api_keys = ["${BILLING_API_KEY}"]
+allowed_senders = "*@example.com"
+
+[providers.primary]
+type = "smtp"
+host = "smtp.example.com"
+prot = 587
+timeout = "soon"
+username = "user"
+password = "${PRIMARY_PASSWORD}"
+
+[providers.outbox]
+type = "file"
+dir = "data/outbox"
+
+[[routes]]
+name = "default"
+providers = ["primery", "outbox"]
+"#;
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = check(dir.path(), FIVE_MISTAKES, &ENV);
+    assert!(!ok, "should fail:\n{out}");
+    let expect = [
+        ("baton.toml:5: server.max_mesage_size:", "unknown field"),
+        ("baton.toml:10: clients[0].allowed_senders:", "invalid type"),
+        ("baton.toml:15: providers.primary.prot:", "unknown field"),
+        ("baton.toml:16: providers.primary.timeout:", "invalid duration \"soon\""),
+        ("baton.toml:26: routes[0].providers[0]:", "unknown provider \"primery\""),
+    ];
+    for (at, says) in expect {
+        assert!(out.lines().any(|l| l.contains(at) && l.contains(says)), "{at} {says}:\n{out}");
+    }
+    assert_eq!(out.matches("error:").count(), expect.len(), "each once, no follow-on noise:\n{out}");
+    let at: Vec<usize> = expect.iter().map(|(at, _)| out.find(at).unwrap()).collect();
+    assert!(at.is_sorted(), "in file order:\n{out}");
+    // Fixed, the same file passes.
+    let fixed = FIVE_MISTAKES
+        .replace("max_mesage_size", "max_message_size")
+        .replace("= \"*@example.com\"", "= [\"*@example.com\"]")
+        .replace("prot", "port")
+        .replace("\"soon\"", "\"30s\"")
+        .replace("primery", "primary");
+    let (ok, out) = check(dir.path(), &fixed, &ENV);
+    assert!(ok, "{out}");
+}
+
 #[test]
 fn missing_env_vars_are_named_with_their_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,9 @@
 
 mod env;
 pub mod locate;
+mod parse;
+#[cfg(test)]
+mod reference;
 pub mod units;
 mod validate;
 
@@ -15,6 +18,7 @@ pub use units::Rate;
 use units::{Dur, Size};
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -52,6 +56,7 @@ pub struct Config {
 /// `[cluster]`: nodes behind one load balancer share provider health through Redis (or any
 /// Redis-compatible server). Each node keeps its own spool and delivers what it accepted.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
@@ -94,6 +99,7 @@ fn default_cluster_timeout() -> Dur {
 /// `[suppression]`: addresses a provider reported as bad (hard bounce, complaint, unsubscribe)
 /// are never handed to any provider again.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SuppressionConfig {
     #[serde(default)]
@@ -103,6 +109,7 @@ pub struct SuppressionConfig {
 /// `client`: each client has its own list (one app's bounce does not stop another app's
 /// mail to that address); `global`: one list for every client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
 pub enum SuppressionScope {
     #[default]
@@ -113,6 +120,7 @@ pub enum SuppressionScope {
 /// `[[webhooks]]`: an app endpoint that receives Baton's events, signed per the Standard
 /// Webhooks spec.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -132,6 +140,7 @@ pub struct WebhookConfig {
 /// `[canary]`: a small real message through each provider on a schedule, read back over IMAP;
 /// a provider whose canaries stop arriving is `silent` and out of rotation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
     /// Per provider, with jitter.
@@ -156,6 +165,7 @@ pub struct CanaryConfig {
 
 /// `[canary.imap]`: the mailbox canaries are read back from (IMAP4rev1).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ImapConfig {
     pub host: String,
@@ -197,6 +207,7 @@ fn default_mailbox() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Used in Message-ID and SMTP EHLO.
@@ -281,6 +292,7 @@ fn default_http_max_connections_per_ip() -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     pub cert: PathBuf,
@@ -289,6 +301,7 @@ pub struct ServerTlsConfig {
 
 /// Limits that keep one hostile or broken SMTP client from hurting the others.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     #[serde(default = "default_smtp_max_connections")]
@@ -405,6 +418,7 @@ fn default_shutdown_grace() -> Dur {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     #[serde(default = "default_spool_dir")]
@@ -445,6 +459,7 @@ fn default_keep_completed() -> Dur {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Delay before the next delivery pass when every provider failed; the last entry repeats.
@@ -459,6 +474,7 @@ impl Default for RetryConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Messages being delivered at the same time (across all providers).
@@ -477,6 +493,7 @@ fn default_concurrency() -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub name: String,
@@ -511,6 +528,7 @@ pub struct ClientConfig {
 
 /// An access key id and secret an AWS SDK signs its requests with (SigV4).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct AwsCredential {
     pub access_key_id: String,
@@ -518,6 +536,7 @@ pub struct AwsCredential {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SmtpUser {
     pub username: String,
@@ -527,6 +546,7 @@ pub struct SmtpUser {
 /// Provider health settings (`[health]`); every key can be overridden per provider in
 /// `[providers.NAME.health]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct HealthOverride {
     /// Active probe period while healthy; probes run faster while open or suspended.
@@ -610,6 +630,7 @@ impl HealthSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ProviderConfig {
     Smtp(SmtpProviderConfig),
@@ -629,6 +650,7 @@ macro_rules! http_provider_config {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty $(= $default:literal)?),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[cfg_attr(test, derive(serde::Serialize))]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$fdoc])* $(#[serde(default = $default)])? pub $field: $ty,)*
@@ -841,6 +863,7 @@ impl ProviderConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     None,
@@ -849,6 +872,7 @@ pub enum TlsMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct SmtpProviderConfig {
     pub host: String,
@@ -900,6 +924,7 @@ fn default_rate_wait() -> Dur {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct FileProviderConfig {
     pub dir: PathBuf,
@@ -919,6 +944,7 @@ pub struct FileProviderConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -933,6 +959,7 @@ pub struct RouteConfig {
 
 /// A route matches a message when every given list contains a match (absent lists match all).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     #[serde(default)]
@@ -1048,26 +1075,27 @@ pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) ->
     for m in &missing {
         problems.error(&m.path, format!("environment variable {} is not set", m.name));
     }
-    let config: Config = match toml::from_str(&expanded) {
-        Ok(c) => c,
-        Err(e) => {
-            // Report the parse error without echoing the source line: it may hold a substituted secret.
-            let mut all = problems.errors;
-            let line = e.span().map(|s| locator.line_of_offset(s.start));
-            let (line, key) = locate_in_tagged_table(&expanded, line);
-            all.push(Problem { file: file.to_string(), line, key, message: e.message().trim().to_string() });
-            return Err(ConfigError::Invalid { problems: all });
-        }
+    let parsed = parse::deserialize(doc);
+    for (path, message) in &parsed.problems {
+        problems.error(path, message.clone());
+    }
+    let Some(config) = parsed.config else {
+        return Err(ConfigError::Invalid { problems: problems.errors });
     };
     let before = problems.errors.len();
     validate::validate(&config, &mut problems);
-    // A key whose variable is missing was substituted as empty: its follow-on problems are noise.
+    // A key whose variable is missing was substituted as empty, and a neutralised key holds a
+    // default or a stand-in: their follow-on problems are noise.
     let missing_keys: Vec<String> = missing.iter().map(|m| m.path.to_string()).collect();
+    let neutralised: Vec<String> = parsed.neutralised.iter().map(|p| p.to_string()).collect();
+    let noise = |key: &str| missing_keys.iter().any(|k| k == key) || neutralised.iter().any(|n| is_under(key, n));
     let mut index = 0;
     problems.errors.retain(|p| {
         index += 1;
-        index <= before || !missing_keys.contains(&p.key)
+        index <= before || !noise(&p.key)
     });
+    // In file order: the operator fixes them top to bottom.
+    problems.errors.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     if problems.errors.is_empty() {
         Ok(Loaded { config, warnings: problems.warnings, source: file.to_string(), hash: text_hash(text) })
     } else {
@@ -1075,56 +1103,7 @@ pub fn load_str(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) ->
     }
 }
 
-/// serde reports errors inside internally tagged tables (`[providers.x]`, whose `type` picks
-/// the struct) at the table header: it buffers the table and loses positions. Re-parse just
-/// that table as its concrete type to find the offending key's own line.
-fn locate_in_tagged_table(text: &str, line: Option<usize>) -> (Option<usize>, String) {
-    let Some(header_line) = line else {
-        return (None, String::new());
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let Some(header) = lines.get(header_line - 1).map(|l| l.trim()) else {
-        return (line, String::new());
-    };
-    let Some(name) = header.strip_prefix("[providers.").and_then(|h| h.strip_suffix(']')) else {
-        return (line, String::new());
-    };
-    // The table's own lines, with the header and `type` blanked so line numbers stay aligned.
-    let mut kind = None;
-    let mut region = String::new();
-    for (i, l) in lines.iter().enumerate() {
-        let inside = i + 1 > header_line && lines[header_line..=i].iter().all(|x| !x.trim_start().starts_with('['));
-        let is_type = l.split('=').next().map(str::trim) == Some("type");
-        if inside && is_type {
-            kind = l.split_once('=').map(|(_, v)| v.trim().trim_matches('"').to_string());
-        }
-        if inside && !is_type {
-            region.push_str(l);
-        }
-        region.push('\n');
-    }
-    let result = match kind.as_deref() {
-        Some("smtp") => toml::from_str::<SmtpProviderConfig>(&region).err(),
-        Some("file") => toml::from_str::<FileProviderConfig>(&region).err(),
-        Some("mandrill") => toml::from_str::<MandrillConfig>(&region).err(),
-        Some("ses") => toml::from_str::<SesConfig>(&region).err(),
-        Some("sendgrid") => toml::from_str::<SendgridConfig>(&region).err(),
-        Some("mailgun") => toml::from_str::<MailgunConfig>(&region).err(),
-        Some("postmark") => toml::from_str::<PostmarkConfig>(&region).err(),
-        Some("resend") => toml::from_str::<ResendConfig>(&region).err(),
-        _ => None,
-    };
-    let Some(err) = result else {
-        return (line, format!("providers.{name}"));
-    };
-    let Some(span) = err.span() else {
-        return (line, format!("providers.{name}"));
-    };
-    let found = region[..span.start].matches('\n').count() + 1;
-    let key = lines
-        .get(found - 1)
-        .and_then(|l| l.split_once('='))
-        .map(|(k, _)| format!("providers.{name}.{}", k.trim()))
-        .unwrap_or_else(|| format!("providers.{name}"));
-    (Some(found), key)
+/// Whether `key` is `path` or a key inside it (`a.b` is under `a`, and so is `a[0]`).
+fn is_under(key: &str, path: &str) -> bool {
+    key.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }

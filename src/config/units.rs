@@ -17,6 +17,14 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// Written back as text (the config reference test serialises a whole config).
+#[cfg(test)]
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
@@ -49,6 +57,13 @@ impl<'de> Deserialize<'de> for Size {
             }
         }
         d.deserialize_any(SizeVisitor)
+    }
+}
+
+#[cfg(test)]
+impl serde::Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
