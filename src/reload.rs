@@ -107,7 +107,6 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     check("server.http_* limits and compatible_apis", http_limits(old) != http_limits(new));
     check("spool.dir", old.spool.dir != new.spool.dir);
     check("spool.max_bytes", old.spool.max_bytes != new.spool.max_bytes);
-    check("spool.keep_completed", old.spool.keep_completed != new.spool.keep_completed);
     check("delivery.concurrency", old.delivery.concurrency != new.delivery.concurrency);
     check("cluster", old.cluster != new.cluster);
     check(

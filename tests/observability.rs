@@ -338,7 +338,8 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
     // With [cluster] (a Redis that is not there) and a max_rate, their series exist too.
     let cluster = format!("\n[cluster]\nredis_url = \"redis://127.0.0.1:{closed}/0\"\nnode_id = \"obs\"\n");
     let primary_extra = "max_rate = \"1000/s\"\n";
-    let baton = Baton::start(&(two_providers(&primary, primary_extra, &backup, "") + &canary + webhooks + &cluster)).await;
+    let baton =
+        Baton::start(&(two_providers(&primary, primary_extra, &backup, "") + &canary + webhooks + &cluster)).await;
     // Traffic: a failover, a delivery, an ingest rejection.
     let id = baton.send(message(&["alice@example.net"], "observability")).await;
     assert_eq!(baton.wait_final(&id).await["status"], "delivered");

@@ -67,7 +67,7 @@ pub struct ClusterConfig {
     /// Prefix of every Redis key Baton uses (several clusters can share one Redis).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
-    /// Nodes that must see a provider's circuit open before every node takes it out.
+    /// Other live nodes that must have a provider's circuit open before this node opens its own.
     #[serde(default = "default_quorum")]
     pub quorum: u32,
     /// The longest any Redis call may take; after it the node goes on with what it knows.

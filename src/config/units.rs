@@ -104,6 +104,14 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
+/// Written back as text (the config reference test serialises a whole config).
+#[cfg(test)]
+impl serde::Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let unit = match self.per.as_secs() {
