@@ -4,8 +4,8 @@
 //! the others or took from them, so that adopting a fact never sends it round again.
 //!
 //! Open circuits are counted, not adopted one by one: each second every node writes its own
-//! (or removes it) and reads everyone's; when `cluster.quorum` live nodes have a provider's
-//! circuit open, the others open theirs too. A circuit taken that way is not written back as
+//! (or removes it) and reads everyone's; a node whose circuit is closed opens it when
+//! `cluster.quorum` other live nodes have theirs open. A circuit taken that way is not written back as
 //! this node's own, so it cannot keep the count up after the nodes that saw the failures
 //! have closed theirs.
 
@@ -30,7 +30,7 @@ pub struct Syncer {
     pub link: Link,
     /// Per provider: the facts this node last published or adopted.
     told: HashMap<String, SavedHealth>,
-    /// `cluster.quorum`: nodes with a circuit open that make every node open it.
+    /// `cluster.quorum`: other live nodes with a circuit open that make this node open its own.
     quorum: usize,
     /// Providers whose open circuit this node took from a quorum (not its own observation).
     taken_circuits: HashSet<String>,
@@ -165,7 +165,7 @@ impl Syncer {
     }
 
     /// Writes this node's own circuit on `provider`, reads every node's, and opens this node's
-    /// when a quorum of live nodes has it open.
+    /// when a quorum of other live nodes has it open.
     async fn sync_circuit(&mut self, provider: &str) {
         let open = self.health.state(provider) == Some(ProviderState::Open);
         if !open {
