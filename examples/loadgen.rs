@@ -51,12 +51,14 @@ struct Args {
     timeout: Duration,
     json: bool,
     timeline: bool,
+    /// A fresh `Idempotency-Key` on every request (what cluster mode claims in Redis).
+    idempotency_keys: bool,
 }
 
 const USAGE: &str = "usage: loadgen --url http://127.0.0.1:PORT[/v1/messages] --key API_KEY
     [--concurrency N (64)] [--duration 10s] [--rate PER_SEC] [--count N] [--warmup 0s]
     [--size BODY_TEXT_BYTES (1024)] [--threads N (1)] [--timeout 30s] [--json]
-    [--timeline (per-second count / p99 / max on stderr)]";
+    [--timeline (per-second count / p99 / max on stderr)] [--idempotency-keys (a new key per request)]";
 
 fn fail(msg: &str) -> ! {
     eprintln!("loadgen: {msg}\n{USAGE}");
@@ -88,8 +90,13 @@ fn parse_args() -> Args {
     let mut timeout = Duration::from_secs(30);
     let mut json = false;
     let mut timeline = false;
+    let mut idempotency_keys = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--idempotency-keys" {
+            idempotency_keys = true;
+            continue;
+        }
         if flag == "--json" {
             json = true;
             continue;
@@ -158,8 +165,12 @@ fn parse_args() -> Args {
         timeout,
         json,
         timeline,
+        idempotency_keys,
     }
 }
+
+/// Digits of the per-request number in an `Idempotency-Key` (written in place before each send).
+const KEY_DIGITS: usize = 20;
 
 /// The request, built once: a `size`-byte plain-text body in a JSON send request.
 fn build_request(args: &Args) -> Vec<u8> {
@@ -172,8 +183,17 @@ fn build_request(args: &Args) -> Vec<u8> {
     let body = format!(
         r#"{{"from":"loadgen@example.com","to":["rcpt@example.net"],"subject":"loadgen message","text":"{text}"}}"#
     );
+    // A run's keys start with its own prefix, so runs against one spool never collide.
+    let idempotency = match args.idempotency_keys {
+        true => {
+            let run =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+            format!("Idempotency-Key: lg-{run}-{}\r\n", "0".repeat(KEY_DIGITS))
+        }
+        false => String::new(),
+    };
     let mut req = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n{idempotency}Content-Length: {}\r\n\r\n",
         args.path,
         args.host,
         args.key,
@@ -312,9 +332,20 @@ impl Conn {
     }
 }
 
+/// Where the per-request number of the `Idempotency-Key` header sits in `req`.
+fn key_digits_at(req: &[u8]) -> Option<usize> {
+    let name = b"Idempotency-Key: ";
+    let at = req.windows(name.len()).position(|w| w == name)?;
+    let end = at + req[at..].windows(2).position(|w| w == b"\r\n")?;
+    Some(end - KEY_DIGITS)
+}
+
 /// Shared plan for the workers.
 struct Plan {
     req: Vec<u8>,
+    /// With --idempotency-keys: where each request's number goes, and the next number.
+    key_at: Option<usize>,
+    keys: AtomicU64,
     start: Instant,
     /// Requests scheduled (open loop) or started (closed loop) before this are warm-up: sent, not counted.
     measure_from: Instant,
@@ -333,6 +364,7 @@ struct Plan {
 
 async fn worker(plan: Arc<Plan>, mut conn: Conn) -> Tally {
     let mut t = Tally::default();
+    let mut req = plan.req.clone();
     loop {
         let scheduled = match (plan.interval, plan.total) {
             (Some(interval), Some(total)) => {
@@ -357,8 +389,12 @@ async fn worker(plan: Arc<Plan>, mut conn: Conn) -> Tally {
                 now
             }
         };
+        if let Some(at) = plan.key_at {
+            let n = plan.keys.fetch_add(1, Ordering::Relaxed);
+            req[at..at + KEY_DIGITS].copy_from_slice(format!("{n:020}").as_bytes());
+        }
         let sent_at = Instant::now();
-        let result = tokio::time::timeout(plan.timeout, conn.round_trip(&plan.req)).await;
+        let result = tokio::time::timeout(plan.timeout, conn.round_trip(&req)).await;
         let done = Instant::now();
         if result.is_err() {
             conn.stream = None;
@@ -450,6 +486,8 @@ async fn run(args: Args, cpu_before: Option<f64>) {
     let deadline =
         if args.rate.is_none() && args.count.is_none() { args.duration.map(|d| measure_from + d) } else { None };
     let plan = Arc::new(Plan {
+        key_at: key_digits_at(&req),
+        keys: AtomicU64::new(0),
         req: req.clone(),
         start,
         measure_from,

@@ -219,7 +219,7 @@ impl Cluster {
         let Ok(mut claim) = serde_json::from_str::<Claim>(pending) else { return };
         claim.pending = false;
         let json = serde_json::to_string(&claim).expect("a claim serializes");
-        if let Err(e) = self.store.confirm(client, key, pending, &json, CLAIM_TTL).await {
+        if let Err(e) = self.store.confirm(client, key, &json, CLAIM_TTL).await {
             tracing::warn!(message_id = %claim.id, error = %e, "cluster: idempotency claim not confirmed; it lapses in 30 s");
         }
     }
