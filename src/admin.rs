@@ -96,11 +96,7 @@ async fn queue(State(shared): State<Arc<Shared>>) -> Response {
 async fn require_token(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let expected = shared.runtime.load().config.server.admin_token.clone().filter(|t| !t.is_empty());
     if let Some(expected) = expected {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = crate::ingest::bearer_token(req.headers());
         if given != Some(expected.as_str()) {
             return (
                 StatusCode::UNAUTHORIZED,

@@ -309,3 +309,28 @@ async fn too_many_recipients_are_refused_before_any_work_per_recipient() {
     let status = baton.wait_final(&id).await;
     assert_eq!(status["recipients"].as_array().unwrap().len(), 1, "{status:#}");
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case_and_spaces_around_the_key_are_ignored() {
+    let (baton, _out) = outbox_baton("", Some("")).await;
+    let good = message(&["a@example.net"], "s").to_string();
+    // README, "API": the scheme in any case, spaces around the key ignored; another scheme is refused.
+    let http = reqwest::Client::new();
+    for (authorization, want) in [
+        (format!("bearer {KEY}"), 202),
+        (format!("BEARER {KEY}"), 202),
+        (format!("Bearer   {KEY}  "), 202),
+        (format!("Basic {KEY}"), 401),
+        ("Bearer ".to_string(), 401),
+    ] {
+        let resp = http
+            .post(format!("{}/v1/messages", baton.base))
+            .header("authorization", &authorization)
+            .header("content-type", "application/json")
+            .body(good.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{authorization:?}");
+    }
+}

@@ -68,11 +68,7 @@ fn reject(shared: &Shared, reason: &str, err: ApiError) -> ApiError {
 
 /// The client whose API key is in `Authorization: Bearer <key>`.
 pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, ApiError> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let key = super::bearer_token(headers);
     let Some(key) = key else {
         return Err(reject(
             shared,

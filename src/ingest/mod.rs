@@ -44,6 +44,17 @@ pub fn log_refusal(api: &str, status: u16, reason: &str, why: &str) {
     tracing::warn!(api, status, reason, why, similar_lines_left_out = left_out, "HTTP request refused");
 }
 
+/// The credentials of `Authorization: Bearer <token>`, for every HTTP API (Baton's, the
+/// provider-compatible ones, admin). The scheme is matched without regard to case, as RFC 9110
+/// §11.1 says (`bearer`, `BEARER`), and spaces around the token are ignored (a key pasted with a
+/// trailing space still works). `None`: no such header, another scheme, or no token.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("the spool is full; try again later")]
@@ -161,5 +172,27 @@ pub async fn accept(
         Err(SpoolError::Full) => Err(IngestError::SpoolFull),
         Err(SpoolError::Closed) => Err(IngestError::ShuttingDown),
         Err(e) => Err(IngestError::Internal(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_case_and_spaces_around_the_token_are_ignored() {
+        let token = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            bearer_token(&h).map(str::to_string)
+        };
+        for ok in ["Bearer k-1", "bearer k-1", "BEARER k-1", "Bearer   k-1  ", " Bearer k-1"] {
+            assert_eq!(token(ok).as_deref(), Some("k-1"), "{ok:?}");
+        }
+        for refused in ["Basic k-1", "Bearer", "Bearer   ", "Bearerk-1", "k-1"] {
+            assert_eq!(token(refused), None, "{refused:?}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
     }
 }

@@ -22,7 +22,7 @@ use crate::spool::record::{MessageRecord, MessageStatus};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -166,7 +166,7 @@ impl From<Refusal> for ResendError {
 /// The client whose key is in `Authorization: Bearer`, with Resend's answers for a missing
 /// (401 `missing_api_key`) or unknown (403 `invalid_api_key`) key.
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, ResendError> {
-    let key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let key = crate::ingest::bearer_token(headers);
     super::client(shared, key).map_err(|failure| match failure {
         AuthFailure::Missing => ResendError {
             status: StatusCode::UNAUTHORIZED,

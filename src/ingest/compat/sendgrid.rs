@@ -22,7 +22,7 @@ use crate::runtime::Client;
 use crate::shared::Shared;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
@@ -183,7 +183,7 @@ impl From<Refusal> for SendgridError {
 }
 
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Arc<Client>, SendgridError> {
-    let key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let key = crate::ingest::bearer_token(headers);
     super::client(shared, key).map_err(|failure| SendgridError {
         status: StatusCode::UNAUTHORIZED,
         message: match failure {
