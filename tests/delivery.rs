@@ -362,3 +362,32 @@ async fn relays_over_starttls_and_implicit_tls_with_auth() {
         assert!(eml.contains(&format!("Message-ID: <{id}@baton.test>")));
     }
 }
+
+/// `max_rate` on one node (no `[cluster]`): sends are spaced by the limit, and a message with
+/// no turn within `rate_wait` and no other provider is tried again after `rate_wait`, not after
+/// the next retry slot (an hour here).
+#[tokio::test]
+async fn max_rate_spaces_sends_and_a_held_message_comes_back_after_rate_wait() {
+    let relay = MockSmtp::start().await;
+    let body = format!(
+        "{}\n[retry]\nschedule = [\"1h\"]\n\n[[routes]]\nname = \"default\"\nproviders = [\"relay\"]\n",
+        smtp_provider("relay", &relay, "max_rate = \"5/s\"\nrate_wait = \"300ms\"\n")
+    );
+    let baton = Baton::start(&body).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(baton.send(message(&["alice@example.net"], &format!("paced {i}"))).await);
+    }
+    for id in &ids {
+        let status = baton.wait_final(id).await;
+        assert_eq!(status["status"], "delivered", "{status:#}");
+    }
+    let mut times: Vec<std::time::Instant> = relay.messages().iter().map(|m| m.received_at).collect();
+    times.sort();
+    for pair in times.windows(2) {
+        // 200 ms apart at 5/s; a little less for the mock's own timing.
+        assert!(pair[1] - pair[0] >= std::time::Duration::from_millis(150), "{:?}", pair[1] - pair[0]);
+    }
+    let m = baton.metrics().await;
+    assert!(Baton::metric(&m, "baton_provider_rate_limited_total", &[("provider", "relay")]) >= 1.0, "some were held");
+}

@@ -18,6 +18,9 @@ struct PassResult {
     all_bad_request: bool,
     /// The last provider tried; `None` when every provider was out of rotation.
     last_provider: Option<String>,
+    /// A provider was skipped for want of a `max_rate` turn: try again after its `rate_wait`
+    /// (the shortest of them), not after the next retry slot.
+    rate_held: Option<Duration>,
 }
 
 /// Shortest wait before a pass may try anything.
@@ -175,6 +178,9 @@ pub async fn deliver(shared: &Shared, id: &str) {
     if let Some(Some(back)) = unavailable_for(shared, &providers_for(&runtime, route, &record), &domain) {
         delay = delay.min(back.max(MIN_WAIT));
     }
+    if let Some(held) = result.rate_held {
+        delay = delay.min(held.max(MIN_WAIT));
+    }
     record.next_attempt_ms = now + delay.as_millis() as u64;
     if result.last_provider.is_some() {
         record.failed_passes += 1;
@@ -328,6 +334,7 @@ async fn run_pass(
     let domain = sender_domain(&record.mail_from);
     let mut all_bad_request = true;
     let mut last_provider = None;
+    let mut rate_held: Option<Duration> = None;
     let passthrough = record.passthrough.is_some();
     let mut order = providers_for(runtime, route, record);
     if route.warm_standby > 0.0 && order.len() > 1 && shared.health.standby_turn(&route.name, route.warm_standby) {
@@ -351,7 +358,10 @@ async fn run_pass(
         };
         let recipients: Vec<String> = pending.iter().map(|&i| record.recipients[i].email.clone()).collect();
         // A half-open trial is one send: it does not wait for a turn.
-        if trial == Trial::No && !rate_turn(shared, runtime, name, recipients.len()).await {
+        if trial == Trial::No
+            && let Some(wait) = rate_turn(shared, runtime, name, recipients.len()).await
+        {
+            rate_held = Some(rate_held.map_or(wait, |held| held.min(wait)));
             metrics.provider_rate_limited.with_label_values(&[name]).inc();
             skipped(metrics, &route.name, record, name, next, Skip::MaxRate);
             continue;
@@ -438,7 +448,7 @@ async fn run_pass(
             }
         }
     }
-    PassResult { all_bad_request: all_bad_request && last_provider.is_some(), last_provider }
+    PassResult { all_bad_request: all_bad_request && last_provider.is_some(), last_provider, rate_held }
 }
 
 /// A provider skipped for `skip`: counted and noted on the pending recipients as a failover
@@ -453,20 +463,20 @@ fn skipped(metrics: &Metrics, route: &str, record: &mut MessageRecord, name: &st
     }
 }
 
-/// Waits for the provider's `max_rate` turn (`delivery/throttle.rs`); false: none within
-/// `rate_wait`, the message moves on.
-async fn rate_turn(shared: &Shared, runtime: &Runtime, name: &str, recipients: usize) -> bool {
-    let Some(config) = runtime.config.providers.get(name) else { return true };
-    let Some((rate, max_wait)) = config.rate_limit() else { return true };
+/// Waits for the provider's `max_rate` turn (`delivery/throttle.rs`). `Some(rate_wait)`: no
+/// turn within it, the message moves on.
+async fn rate_turn(shared: &Shared, runtime: &Runtime, name: &str, recipients: usize) -> Option<Duration> {
+    let config = runtime.config.providers.get(name)?;
+    let (rate, max_wait) = config.rate_limit()?;
     let cost = config.rate_cost(recipients);
     match shared.throttle.turn(shared.cluster.as_deref(), name, rate, cost, max_wait).await {
         Some(wait) => {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            true
+            None
         }
-        None => false,
+        None => Some(max_wait),
     }
 }
 
