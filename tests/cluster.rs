@@ -8,9 +8,8 @@
 mod support;
 
 use serde_json::Value;
-use std::future::Future;
 use std::time::{Duration, Instant};
-use support::baton::{Baton, DEADLINE, message, smtp_provider};
+use support::baton::{Baton, DEADLINE, message, smtp_provider, within};
 use support::mock_smtp::{MockSmtp, Stage};
 use support::redis::Redis;
 
@@ -64,19 +63,6 @@ async fn cluster_with(primary_extra: &str, extra: &str) -> Cluster {
         .await;
     }
     Cluster { redis, primary, backup, nodes }
-}
-
-/// Polls `check` until it holds; panics naming `what` after `limit`.
-async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn state(node: &Baton, provider: &str) -> String {

@@ -9,10 +9,9 @@
 mod support;
 
 use serde_json::Value;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::baton::{DEADLINE, KEY, config_text, message, smtp_provider};
+use support::baton::{DEADLINE, KEY, config_text, message, smtp_provider, within};
 use support::mock_smtp::MockSmtp;
 use support::process::BatonProcess;
 use support::redis::Redis;
@@ -50,18 +49,6 @@ fn start_with(
     std::fs::write(&config, config_text(&home, "", &body)).unwrap();
     let process = BatonProcess::spawn(&config);
     Node { id, config, process }
-}
-
-async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn get(http: &reqwest::Client, url: String) -> (u16, Value) {

@@ -267,6 +267,19 @@ impl Baton {
     }
 }
 
+/// Polls `check` every 10 ms until it holds; panics naming `what` after `limit`.
+pub async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A small valid message from the "app" client.
 pub fn message(to: &[&str], subject: &str) -> Value {
     serde_json::json!({"from": "App <app@example.com>", "to": to, "subject": subject, "text": "hello"})
