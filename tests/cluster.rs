@@ -223,7 +223,21 @@ async fn admin_cluster_lists_the_nodes_and_the_shared_facts() {
     .await;
     // No echo: the fact stays a's, and no node publishes it again at its next syncs.
     let published = b.cluster().await["health"]["backup"]["at"].clone();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two syncs on every node: each heartbeat (written at a sync) has moved on twice.
+    let beats = |view: Value| -> Vec<String> {
+        view["nodes"].as_array().unwrap().iter().map(|n| n["last_heartbeat"].as_str().unwrap().to_string()).collect()
+    };
+    let mut seen = vec![beats(b.cluster().await)];
+    let start = Instant::now();
+    while !(0..seen[0].len()).all(|i| seen.iter().map(|v| &v[i]).collect::<std::collections::BTreeSet<_>>().len() >= 3)
+    {
+        assert!(start.elapsed() < DEADLINE, "every node synced twice more: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = beats(b.cluster().await);
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+    }
     for node in &c.nodes {
         let fact = &node.cluster().await["health"]["backup"];
         assert_eq!((&fact["node"], &fact["at"]), (&Value::from("a"), &published), "{fact}");
